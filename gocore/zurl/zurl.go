@@ -1,0 +1,194 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+// Package zurl validates and normalizes ZODB storage URLs (zurls) and derives
+// the WCFS mountpoint of a zurl.
+//
+// Two zurls designate the same storage iff their normalized forms are equal;
+// the mountpoint of a zurl is
+//
+//	/dev/shm/wcfs/<sha1 hex of the UTF-8 bytes of Normalize(zurl)>
+//
+// so that every process, written in Python (the reference gateway) or in Go
+// (this project), finds the server of a storage at the same place.
+//
+// Normalization follows the reference (spec section 7.1) byte for byte:
+//
+//   - file://, zeo:// and demo: zurls are kept as they are;
+//   - neo:// and neos:// zurls are split like Python's urllib.parse.urlsplit;
+//     their query is parsed like parse_qs (fields without a value dropped,
+//     '+' and %XX decoded, invalid UTF-8 replaced as Python does); the TLS
+//     parameters ca, cert and key are removed and, if any was given, the
+//     scheme becomes neos; the client-only options compress, read-only,
+//     logfile and cache-size are removed; the remaining keys are re-encoded
+//     in sorted order like urlencode(doseq=True); the master addresses after
+//     "<cluster>@" are sorted;
+//   - any other scheme is refused.
+//
+// The package additionally refuses zurls that are not valid UTF-8, contain
+// control characters, start with a space, or lack what their
+// scheme needs (a path for file://, an address for zeo://, a cluster and a
+// master for neo://), so that a typo is reported before a server is spawned.
+// A Go test checks the normalization against Python's urllib on many inputs.
+package zurl
+
+import (
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strings"
+	"unicode/utf8"
+)
+
+// MountRoot is the directory under which WCFS servers are mounted.
+const MountRoot = "/dev/shm/wcfs"
+
+// Error is returned for a zurl that cannot be used.
+type Error struct {
+	Zurl   string // the zurl as given
+	Reason string // what is wrong with it
+	Err    error  // a sentinel such as ErrUnknownScheme, or nil
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("invalid zurl %q: %s", e.Zurl, e.Reason)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// ErrUnknownScheme is wrapped by the error for a zurl whose scheme has no
+// normalization rule (and that no WCFS server can serve).
+var ErrUnknownScheme = errors.New("unknown zurl scheme")
+
+// Schemes lists the zurl schemes that WCFS knows.
+var Schemes = []string{"file", "zeo", "neo", "neos", "demo"}
+
+// Normalize returns the normalized form of zurl (see the package doc).
+// Normalize is idempotent: Normalize(Normalize(z)) == Normalize(z).
+func Normalize(zurl string) (string, error) {
+	bad := func(format string, argv ...any) (string, error) {
+		return "", &Error{Zurl: zurl, Reason: fmt.Sprintf(format, argv...)}
+	}
+	if zurl == "" {
+		return bad("empty")
+	}
+	if !utf8.ValidString(zurl) {
+		return bad("not valid UTF-8")
+	}
+	for _, r := range zurl {
+		if r < 0x20 || r == 0x7f {
+			return bad("contains control character %q", r)
+		}
+	}
+	if zurl[0] == ' ' {
+		return bad("starts with a space") // urlsplit would strip it
+	}
+
+	u := urlsplit(zurl)
+	if u.scheme == "file" || u.scheme == "zeo" {
+		if err := checkBrackets(u.netloc); err != nil {
+			return bad("%s", err)
+		}
+	}
+	switch u.scheme {
+	case "":
+		return bad("no scheme (want %s)", schemeList())
+	case "file":
+		if u.netloc == "" && u.path == "" {
+			return bad("file:// needs a path, e.g. file:///srv/data.fs")
+		}
+		return zurl, nil
+	case "zeo":
+		if u.netloc == "" && u.path == "" {
+			return bad("zeo:// needs an address, e.g. zeo://localhost:8100")
+		}
+		return zurl, nil
+	case "demo":
+		if u.path == "" {
+			return bad("demo: needs (base)/(changes), e.g. demo:(file:///a.fs)/(file:///b.fs)")
+		}
+		return zurl, nil
+	case "neo", "neos":
+		return normalizeNEO(zurl, u)
+	default:
+		return "", &Error{zurl, fmt.Sprintf("can't normalize zurl with scheme %s (want %s)",
+			u.scheme, schemeList()), ErrUnknownScheme}
+	}
+}
+
+func schemeList() string {
+	return "file://, zeo://, neo://, neos:// or demo:"
+}
+
+// normalizeNEO applies the neo/neos rule of spec 7.1 to the split zurl.
+func normalizeNEO(zurl string, u splitURL) (string, error) {
+	cluster, masters, ok := strings.Cut(u.netloc, "@")
+	if !ok || cluster == "" || masters == "" {
+		return "", &Error{Zurl: zurl, Reason: fmt.Sprintf("%s:// needs <cluster>@<master>[,<master>...], e.g. neo://db@127.0.0.1:2051", u.scheme)}
+	}
+	mv := strings.Split(masters, ",")
+	for _, m := range mv {
+		// each master on its own (urlsplit checks brackets on the netloc as
+		// a whole, which the reordering below could break)
+		if err := checkBrackets(m); m == "" || strings.Contains(m, "@") || err != nil {
+			return "", &Error{Zurl: zurl, Reason: fmt.Sprintf("bad master address %q", m)}
+		}
+	}
+	sort.Strings(mv) // Python sorts by code point = UTF-8 byte order
+	netloc := cluster + "@" + strings.Join(mv, ",")
+
+	q := parseQS(u.query)
+	scheme := u.scheme
+	for _, k := range []string{"ca", "cert", "key"} {
+		if _, ok := q.vals[k]; ok { // blank values are already dropped
+			scheme = "neos"
+		}
+		q.del(k)
+	}
+	for _, k := range []string{"compress", "read-only", "logfile", "cache-size"} {
+		q.del(k)
+	}
+	return urlunsplit(scheme, netloc, u.path, q.encode(), u.fragment), nil
+}
+
+// MountpointIn returns the mountpoint of zurl under root:
+// root/<sha1 hex of Normalize(zurl)>.
+func MountpointIn(root, zurl string) (string, error) {
+	id, err := ID(zurl)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, id), nil
+}
+
+// Mountpoint returns the mountpoint of zurl under MountRoot.
+func Mountpoint(zurl string) (string, error) {
+	return MountpointIn(MountRoot, zurl)
+}
+
+// ID returns the sha1 hex digest of Normalize(zurl): the name of the zurl's
+// mountpoint directory.
+func ID(zurl string) (string, error) {
+	norm, err := Normalize(zurl)
+	if err != nil {
+		return "", err
+	}
+	sum := sha1.Sum([]byte(norm))
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// Equivalent reports whether a and b designate the same storage (equal
+// normalized forms). Invalid zurls are equivalent to nothing.
+func Equivalent(a, b string) bool {
+	na, err := Normalize(a)
+	if err != nil {
+		return false
+	}
+	nb, err := Normalize(b)
+	return err == nil && na == nb
+}
