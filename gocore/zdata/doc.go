@@ -1,0 +1,90 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+// Package zdata is the ZODB data layer of WCFS: it opens ZODB storages and
+// reads wendelin.core ZBigFiles from them, as of any revision.
+//
+// # Objects
+//
+// A ZBigFile (class wendelin.bigfile.file_zodb.ZBigFile) is a file made of
+// blocks of blksize bytes. Its state is (blksize, blktab) where blktab is an
+// LOBTree mapping a block number to the object holding that block's data,
+// one of
+//
+//   - ZBlk0 (legacy name ZBlk): the block data as one bytes object;
+//   - ZBlk1: an IOBTree mapping byte offsets to ZData chunks (any chunk
+//     size; the gaps between chunks are zeros).
+//
+// Stored data has its trailing zeros stripped. The file size is
+// (max blktab key + 1) * blksize, 0 when blktab is empty; a block absent
+// from blktab (a hole) reads as zeros; short block data is zero-padded; block
+// data longer than blksize is an error. See spec section 4 for the formats,
+// including Python 2 era pickles, which decode too.
+//
+// These classes are registered with zodb.RegisterClass, so that loading any
+// object through a zodb.Connection yields *ZBigFile, *ZBlk0, *ZBlk1, *ZData.
+//
+// # Opening
+//
+//	stor, err := zdata.OpenStorage(ctx, zurl) // read-only; file://, zeo://, neo://, demo:, plain path
+//	db := zdata.NewDB(stor)                   // connections use CacheControl
+//	zc, err := zdata.OpenConn(ctx, db, at)    // at = 0: head
+//	defer zc.Close()
+//	f, err := zc.LoadZBigFile(ctx, oid)
+//
+// # Transactions and contexts
+//
+// neo/go loads objects through a connection only within the connection's
+// transaction, which it finds in the context (and panics when it is
+// missing). ZConn bundles a connection with its own read-only transaction:
+// every function that loads through a connection takes a context that must
+// carry that transaction; get it with zc.Ctx(ctx), which keeps ctx's
+// cancellation and values. A ZConn can be moved to another revision with
+// Resync (live cache kept), which invalidates contexts taken before. Callers
+// managing transactions themselves can use LoadZBigFile with a
+// *zodb.Connection and the context it was opened under.
+//
+// # Loading blocks
+//
+//	size, path, err := f.Size(zc.Ctx(ctx))
+//	data, info, err := f.LoadBlk(zc.Ctx(ctx), blk)   // or LoadBlkInto(ctx, blk, dst)
+//
+// LoadBlk returns the blksize-padded data and a BlkInfo: the block's format,
+// the ZBlk oid (0 for a hole) and its serial, the blktab nodes visited with
+// the key range each covers (what btree.VGet's visit callback reports; the
+// block-history package tracks them), and RevMax, the largest serial over
+// those nodes and the ZBlk: an upper bound of the revision that last changed
+// the block. Size returns the path to the largest key the same way.
+//
+// The block path is the hot path of the filesystem, built to avoid copies:
+// the ZBigFile and its BTree nodes live in the connection's live cache, but
+// ZBlk0/ZBlk1/ZData records are loaded straight from the storage at the
+// connection's revision (never activated as objects, so they take no room in
+// the live cache), decoded in place by a fast pickle path with a general
+// fallback, and each byte of data is copied once, from the storage buffer to
+// the destination. For ZBlk1 the chunk-table nodes and the chunks are loaded
+// in parallel and copied to their offsets as they arrive. Loading stops when
+// ctx is canceled. LoadBlk and Size are safe for concurrent use, also on one
+// connection.
+//
+// # Memory policy
+//
+// CacheControl (spec 1.6) pins ZBigFile, LOBTree and LOBucket objects with
+// their state in a connection's live cache and lets everything else go.
+// NewDB installs it for every connection.
+//
+// # Errors
+//
+// Errors name the ZBigFile oid, the revision and what went wrong, and wrap
+// their cause: a missing object (*zodb.NoObjectError / *zodb.NoDataError),
+// an object that is not a ZBigFile (ErrNotZBigFile, naming its class), an
+// unknown ZBlk class (ErrUnknownZBlk), malformed pickles, states or block
+// data (ErrMalformed), a size overflowing int64 (ErrSizeOverflow), storage
+// errors, cancellation. Bad data never makes this package panic (the
+// decoders are fuzzed).
+//
+// # Raw decoding
+//
+// DecodeZBigFile decodes a raw ZBigFile record (blksize, blktab oid) without
+// a connection, for tools that compare records across revisions.
+package zdata

@@ -1,0 +1,358 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package zdata
+
+// Tests over the databases written by genuine Python ZODB in
+// ../shared/testdata/zodb (see its README.md).
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"lab.nexedi.com/kirr/neo/go/zodb"
+)
+
+// repoRoot returns the root of the git repository holding this package.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
+	if err == nil {
+		return strings.TrimSpace(string(out))
+	}
+	// no git: walk up to go.mod
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			t.Fatal("cannot find the repository root")
+		}
+		dir = up
+	}
+}
+
+// fixtureDir returns ../shared/testdata/zodb relative to the repository root,
+// or skips the test when it is absent.
+func fixtureDir(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(repoRoot(t), "..", "shared", "testdata", "zodb")
+	if _, err := os.Stat(filepath.Join(dir, "small.json")); err != nil {
+		t.Skipf("skipping: fixtures of genuine ZODB databases not found at %s (../shared relative to the repository root): %v", dir, err)
+	}
+	return dir
+}
+
+// manifest is the format of small.json.
+type manifest struct {
+	Head  string `json:"head"`
+	Files map[string]struct {
+		Oid     string `json:"oid"`
+		BlkSize int64  `json:"blksize"`
+	} `json:"files"`
+	Transactions []struct {
+		Tid         string `json:"tid"`
+		Description string `json:"description"`
+		Files       map[string]struct {
+			Size   int64  `json:"size"`
+			Sha256 string `json:"sha256"`
+			Blocks map[string]struct {
+				Fmt     string `json:"fmt"`
+				Oid     string `json:"oid"`
+				DataLen int    `json:"datalen"`
+				Sha256  string `json:"sha256"`
+			} `json:"blocks"`
+		} `json:"files"`
+	} `json:"transactions"`
+}
+
+func loadJSON(t testing.TB, path string, v any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		t.Fatalf("%s: %s", path, err)
+	}
+}
+
+func mustOid(t testing.TB, s string) zodb.Oid {
+	t.Helper()
+	oid, err := zodb.ParseOid(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return oid
+}
+
+func mustTid(t testing.TB, s string) zodb.Tid {
+	t.Helper()
+	tid, err := zodb.ParseTid(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tid
+}
+
+func sha256hex(data []byte) string {
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:])
+}
+
+// openTestDB opens the storage at path read-only and returns a DB over it,
+// closed at the end of the test.
+func openTestDB(t testing.TB, path string) (zodb.IStorage, *zodb.DB) {
+	t.Helper()
+	ctx := context.Background()
+	stor, err := OpenStorage(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := NewDB(stor)
+	t.Cleanup(func() {
+		if err := db.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := stor.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return stor, db
+}
+
+func openTestConn(t testing.TB, db *zodb.DB, at zodb.Tid) *ZConn {
+	t.Helper()
+	zc, err := OpenConn(context.Background(), db, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(zc.Close)
+	return zc
+}
+
+// TestSmallFixture checks every file of small.json at every transaction:
+// size, sha256 of the content and of every block, formats and ZBlk oids,
+// and that holes are reported as holes. Each transaction is read through a
+// fresh connection, and once more through one connection resynced forward
+// from the first transaction to the last (the server's head connection).
+func TestSmallFixture(t *testing.T) {
+	dir := fixtureDir(t)
+	var m manifest
+	loadJSON(t, filepath.Join(dir, "small.json"), &m)
+	_, db := openTestDB(t, filepath.Join(dir, "small.fs"))
+	ctx := context.Background()
+
+	check := func(t *testing.T, zc *ZConn, txi int) {
+		txn := m.Transactions[txi]
+		at := mustTid(t, txn.Tid)
+		if zc.At() != at {
+			t.Fatalf("conn at %s, want %s", zc.At(), at)
+		}
+		for name, meta := range m.Files {
+			want, exists := txn.Files[name]
+			oid := mustOid(t, meta.Oid)
+			f, err := zc.LoadZBigFile(ctx, oid)
+			if !exists {
+				if err == nil {
+					// the object may exist before being linked from root
+					continue
+				}
+				if !isMissing(err) {
+					t.Errorf("@%s %s: want missing, got %v", at, name, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("@%s %s: %v", at, name, err)
+				continue
+			}
+			fctx := zc.Ctx(ctx)
+			blksize, _, err := f.Params(fctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if blksize != meta.BlkSize {
+				t.Errorf("@%s %s: blksize %d, want %d", at, name, blksize, meta.BlkSize)
+			}
+			size, spath, err := f.Size(fctx)
+			if err != nil {
+				t.Errorf("@%s %s: size: %v", at, name, err)
+				continue
+			}
+			if size != want.Size {
+				t.Errorf("@%s %s: size %d, want %d", at, name, size, want.Size)
+			}
+			if len(spath) == 0 || spath[0].Oid == zodb.InvalidOid {
+				t.Errorf("@%s %s: size path %v does not start at blktab", at, name, spath)
+			}
+			h := sha256.New()
+			nblk := size / blksize
+			for blk := int64(0); blk < nblk; blk++ {
+				data, info, err := f.LoadBlk(fctx, blk)
+				if err != nil {
+					t.Errorf("@%s %s: %v", at, name, err)
+					continue
+				}
+				h.Write(data)
+				wb, stored := want.Blocks[strconv.FormatInt(blk, 10)]
+				if !stored {
+					if info.Format != Hole || info.ZBlk != 0 {
+						t.Errorf("@%s %s blk %d: got %s %s, want hole", at, name, blk, info.Format, info.ZBlk)
+					}
+					continue
+				}
+				if info.Format.String() != wb.Fmt || info.ZBlk != mustOid(t, wb.Oid) {
+					t.Errorf("@%s %s blk %d: got %s %s, want %s %s", at, name, blk, info.Format, info.ZBlk, wb.Fmt, wb.Oid)
+				}
+				if got := sha256hex(data); got != wb.Sha256 {
+					t.Errorf("@%s %s blk %d: sha256 %s, want %s", at, name, blk, got, wb.Sha256)
+				}
+				if n := len(strings.TrimRight(string(data), "\x00")); n != wb.DataLen {
+					t.Errorf("@%s %s blk %d: datalen %d, want %d", at, name, blk, n, wb.DataLen)
+				}
+				if info.ZRev == 0 || info.ZRev > at || info.RevMax < info.ZRev || info.RevMax > at {
+					t.Errorf("@%s %s blk %d: ZRev %s RevMax %s out of range", at, name, blk, info.ZRev, info.RevMax)
+				}
+				checkPath(t, info.Path, blk)
+			}
+			if got := hex.EncodeToString(h.Sum(nil)); got != want.Sha256 {
+				t.Errorf("@%s %s: content sha256 %s, want %s", at, name, got, want.Sha256)
+			}
+		}
+	}
+
+	for txi := range m.Transactions {
+		txi := txi
+		t.Run("at="+m.Transactions[txi].Tid, func(t *testing.T) {
+			t.Parallel()
+			zc := openTestConn(t, db, mustTid(t, m.Transactions[txi].Tid))
+			check(t, zc, txi)
+		})
+	}
+	t.Run("resync", func(t *testing.T) {
+		t.Parallel()
+		zc := openTestConn(t, db, mustTid(t, m.Transactions[0].Tid))
+		for txi := range m.Transactions {
+			if err := zc.Resync(ctx, mustTid(t, m.Transactions[txi].Tid)); err != nil {
+				t.Fatal(err)
+			}
+			check(t, zc, txi)
+		}
+	})
+}
+
+// checkPath verifies that a blktab path covers blk with nested key ranges.
+func checkPath(t testing.TB, path []PathNode, blk int64) {
+	t.Helper()
+	if len(path) == 0 {
+		t.Errorf("blk %d: empty path", blk)
+		return
+	}
+	for i, n := range path {
+		if !(n.Keys.Lo <= blk && blk <= n.Keys.Hi_) {
+			t.Errorf("blk %d: path[%d] %s covers [%d, %d]", blk, i, n.Oid, n.Keys.Lo, n.Keys.Hi_)
+		}
+		if i > 0 && (n.Keys.Lo < path[i-1].Keys.Lo || n.Keys.Hi_ > path[i-1].Keys.Hi_) {
+			t.Errorf("blk %d: path[%d] range not nested in its parent's", blk, i)
+		}
+	}
+}
+
+// upstreamManifest is the format of upstream/MANIFEST.json.
+type upstreamManifest struct {
+	Files    []string `json:"files"`
+	Head     string   `json:"head"`
+	ZBigFile struct {
+		Oid     string `json:"oid"`
+		BlkSize int64  `json:"blksize"`
+		Size    int64  `json:"size"`
+		Blocks  map[string]struct {
+			Kind    string `json:"kind"`
+			ZBlkOid string `json:"zblk_oid"`
+			Sha256  string `json:"sha256"`
+		} `json:"blocks"`
+	} `json:"zbigfile"`
+}
+
+// TestUpstreamFixtures reads the reference implementation's decoder
+// fixtures: Python 2 pickles (protocols 1, 2, 3) and Python 3 (protocol 3).
+func TestUpstreamFixtures(t *testing.T) {
+	dir := filepath.Join(fixtureDir(t), "upstream")
+	var m upstreamManifest
+	loadJSON(t, filepath.Join(dir, "MANIFEST.json"), &m)
+	if len(m.Files) != 4 {
+		t.Fatalf("manifest lists %d files, want 4", len(m.Files))
+	}
+	ctx := context.Background()
+	for _, file := range m.Files {
+		t.Run(file, func(t *testing.T) {
+			t.Parallel()
+			stor, db := openTestDB(t, filepath.Join(dir, file))
+			head := mustTid(t, m.Head)
+			if stor.Head() != head {
+				t.Errorf("head %s, want %s", stor.Head(), head)
+			}
+			zc := openTestConn(t, db, 0)
+			zf := m.ZBigFile
+			f, err := zc.LoadZBigFile(ctx, mustOid(t, zf.Oid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fctx := zc.Ctx(ctx)
+			blksize, blktab, err := f.Params(fctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size, _, err := f.Size(fctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if blksize != zf.BlkSize || size != zf.Size {
+				t.Fatalf("blksize %d size %d, want %d %d", blksize, size, zf.BlkSize, zf.Size)
+			}
+			var blks []string
+			for b := range zf.Blocks {
+				blks = append(blks, b)
+			}
+			sort.Strings(blks)
+			for _, b := range blks {
+				want := zf.Blocks[b]
+				blk, _ := strconv.ParseInt(b, 10, 64)
+				data, info, err := f.LoadBlk(fctx, blk)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := sha256hex(data); got != want.Sha256 {
+					t.Errorf("blk %d: sha256 %s, want %s", blk, got, want.Sha256)
+				}
+				if info.Format.String() != want.Kind {
+					t.Errorf("blk %d: format %s, want %s", blk, info.Format, want.Kind)
+				}
+				if want.ZBlkOid != "" && info.ZBlk != mustOid(t, want.ZBlkOid) {
+					t.Errorf("blk %d: ZBlk %s, want %s", blk, info.ZBlk, want.ZBlkOid)
+				}
+
+				// the raw decoder agrees
+				st, _, err := LoadZBigFileState(ctx, stor, f.POid(), zc.At())
+				if err != nil || st.BlkSize != blksize || st.BlkTab != blktab.POid() {
+					t.Errorf("LoadZBigFileState: %+v %v", st, err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,66 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package zdata
+
+import (
+	"context"
+	"fmt"
+
+	pickle "github.com/kisielk/og-rek"
+
+	"lab.nexedi.com/kirr/neo/go/zodb"
+)
+
+// ZBigFileState is the decoded state of a ZBigFile record.
+type ZBigFileState struct {
+	BlkSize int64
+	BlkTab  zodb.Oid // oid of the blktab LOBTree
+}
+
+// DecodeZBigFile decodes a raw ZODB data record that must be a ZBigFile.
+//
+// It needs no connection: tools comparing ZBigFile records between
+// revisions (e.g. to detect a changed blksize or a replaced blktab) load the
+// records with IStorage.Load and decode them here. A record of another class
+// is ErrNotZBigFile; a bad state is ErrMalformed.
+func DecodeZBigFile(rec []byte) (ZBigFileState, error) {
+	class, x, err := decodeRecord(rec)
+	if err != nil {
+		return ZBigFileState{}, err
+	}
+	if class != ClassZBigFile {
+		return ZBigFileState{}, classErrorf(ErrNotZBigFile, "not a ZBigFile: class %s", class)
+	}
+	t, ok := x.(pickle.Tuple)
+	if !ok || len(t) != 2 {
+		return ZBigFileState{}, malformedf("ZBigFile state: expected (blksize, blktab); got %s", pyTypeName(x))
+	}
+	blksize, err := checkBlkSize(t[0])
+	if err != nil {
+		return ZBigFileState{}, err
+	}
+	ref, ok := t[1].(zref)
+	if !ok || !(ref.Class == "" || ref.Class == "BTrees.LOBTree.LOBTree") {
+		return ZBigFileState{}, malformedf("ZBigFile state: blktab must be a BTrees.LOBTree.LOBTree; got %s", pyTypeName(t[1]))
+	}
+	return ZBigFileState{BlkSize: blksize, BlkTab: ref.Oid}, nil
+}
+
+// LoadZBigFileState loads the ZBigFile record oid as of at from stor and
+// decodes it (see DecodeZBigFile). It returns the record's serial too.
+func LoadZBigFileState(ctx context.Context, stor zodb.IStorage, oid zodb.Oid, at zodb.Tid) (_ ZBigFileState, serial zodb.Tid, err error) {
+	buf, serial, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
+	if err != nil {
+		if isMissing(err) {
+			return ZBigFileState{}, 0, fmt.Errorf("zdata: load ZBigFile %s @%s: oid missing: %w", oid, at, err)
+		}
+		return ZBigFileState{}, 0, fmt.Errorf("zdata: load ZBigFile %s @%s: %w", oid, at, err)
+	}
+	defer buf.Release()
+	st, err := DecodeZBigFile(buf.Data)
+	if err != nil {
+		return ZBigFileState{}, serial, fmt.Errorf("zdata: load ZBigFile %s @%s: %w", oid, at, err)
+	}
+	return st, serial, nil
+}
