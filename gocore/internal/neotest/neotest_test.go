@@ -1,0 +1,178 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package neotest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"lab.nexedi.com/kirr/neo/go/zodb"
+	_ "lab.nexedi.com/kirr/neo/go/zodb/wks"
+
+	"wendelin.dev/wcfs/gocore/internal/zeotest"
+)
+
+func init() {
+	// neo/go logs through glog, which otherwise writes files into $TMPDIR
+	flag.Set("logtostderr", "true")
+}
+
+func open(t testing.TB, zurl string) zodb.IStorage {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stor, err := zodb.Open(ctx, zurl, &zodb.OpenOptions{ReadOnly: true, NoCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stor.Close() })
+	return stor
+}
+
+// sameObjects checks that every object of the FileStorage, at head, reads
+// the same (data and serial) through neo://.
+func sameObjects(t *testing.T, fs, neo zodb.IStorage, head zodb.Tid) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := 0
+loop:
+	for oid := zodb.Oid(0); ; oid++ {
+		xid := zodb.Xid{Oid: oid, At: head}
+		want, wserial, werr := fs.Load(ctx, xid)
+		got, gserial, gerr := neo.Load(ctx, xid)
+		if werr != nil {
+			// absent (not yet created, deleted): the same answer, as the same type
+			var noObj *zodb.NoObjectError
+			var noData *zodb.NoDataError
+			switch {
+			case errors.As(werr, &noObj):
+				if !errors.As(gerr, &noObj) {
+					t.Fatalf("oid %s: FileStorage: %v; neo:// gives %v", oid, werr, gerr)
+				}
+				if oid > 0x400 {
+					break loop // past the last oid of the fixture (0x217)
+				}
+			case errors.As(werr, &noData):
+				want := *noData
+				if !errors.As(gerr, &noData) || *noData != want {
+					t.Fatalf("oid %s: FileStorage: %v; neo:// gives %v", oid, werr, gerr)
+				}
+			default:
+				t.Fatalf("oid %s: FileStorage: %v", oid, werr)
+			}
+			continue
+		}
+		if gerr != nil {
+			t.Fatalf("oid %s: neo: %v", oid, gerr)
+		}
+		if gserial != wserial || !bytes.Equal(got.Data, want.Data) {
+			t.Fatalf("oid %s: neo:// serial %s (%d bytes), FileStorage serial %s (%d bytes)",
+				oid, gserial, len(got.Data), wserial, len(want.Data))
+		}
+		got.Release()
+		want.Release()
+		n++
+	}
+	if n < 100 {
+		t.Fatalf("only %d objects compared", n)
+	}
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+// A cluster serves exactly the FileStorage behind it, over neo:// and neos://.
+func TestClusterServesFileStorage(t *testing.T) {
+	fsPath := zeotest.SharedFixture(t, "small.fs")
+	manifest := zeotest.LoadManifest(t, zeotest.SharedFixture(t, "small.json"))
+	fs := open(t, fsPath)
+	head, err := zodb.ParseTid(manifest.Head)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		opt  Options
+	}{
+		{"neo", Options{}},
+		{"neos", Options{Name: "tlscluster", TLS: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := Start(t, fsPath, tc.opt)
+			if c.Head != manifest.Head {
+				t.Fatalf("cluster head %s, FileStorage head %s", c.Head, manifest.Head)
+			}
+			neo := open(t, c.ZURL())
+			if neo.Head() != head {
+				t.Fatalf("client head %s, want %s", neo.Head(), head)
+			}
+			sameObjects(t, fs, neo, head)
+			// and as of an older revision
+			sameObjects(t, fs, neo, zodb.Tid(mustTid(t, manifest.Transactions[2].Tid)))
+		})
+	}
+}
+
+func mustTid(t *testing.T, s string) zodb.Tid {
+	tid, err := zodb.ParseTid(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tid
+}
+
+// A cluster goes away (clean stop, crash) and comes back on the same
+// addresses; at the end every process it started is gone.
+func TestClusterRestart(t *testing.T) {
+	fsPath := zeotest.SharedFixture(t, "small.fs")
+	var pids []int
+	t.Run("cluster", func(t *testing.T) {
+		c := Start(t, fsPath, Options{})
+		maddr := c.MasterAddr
+		for i, takeAway := range []func() error{c.Stop, c.Kill} {
+			pid := c.PID()
+			pids = append(pids, pid)
+			if err := takeAway(); err != nil {
+				t.Fatal(err)
+			}
+			if alive(pid) {
+				t.Fatalf("round %d: pid %d alive after the cluster was taken away", i, pid)
+			}
+			if conn, err := net.DialTimeout("tcp", maddr, time.Second); err == nil {
+				conn.Close()
+				t.Fatalf("round %d: master %s still accepts", i, maddr)
+			}
+			if err := c.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			if c.MasterAddr != maddr {
+				t.Fatalf("master moved from %s to %s", maddr, c.MasterAddr)
+			}
+			// a fresh client reads from the restarted cluster
+			stor := open(t, c.ZURL())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, _, err := stor.Load(ctx, zodb.Xid{Oid: 0, At: stor.Head()})
+			cancel()
+			if err != nil {
+				t.Fatalf("round %d: load after restart: %v", i, err)
+			}
+		}
+		pids = append(pids, c.PID())
+	})
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("cluster pid %d left running", pid)
+		}
+	}
+}

@@ -1,0 +1,112 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package testproc
+
+import (
+	"context"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func sh(script string, ready string) Spec {
+	s := Spec{Name: "sh", Path: "/bin/sh", Args: []string{"-c", script}, ReadyTimeout: 5 * time.Second, StopTimeout: time.Second}
+	if ready != "" {
+		s.Ready = func(line string) bool { return line == ready }
+	}
+	return s
+}
+
+func gone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
+
+func TestReadyAndStop(t *testing.T) {
+	p, err := Start(context.Background(), sh("echo noise; echo up; exec sleep 60", "up"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ReadyLine() != "up" {
+		t.Errorf("ready line %q", p.ReadyLine())
+	}
+	if err := p.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	// a stopped child still gets SIGTERM (Stop adds SIGCONT)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !gone(p.PID()) {
+		t.Fatalf("pid %d still there", p.PID())
+	}
+	if !strings.Contains(p.Log(), "noise\nup\n") {
+		t.Errorf("log %q", p.Log())
+	}
+	if err := p.Stop(); err != nil { // again: nothing to do
+		t.Fatal(err)
+	}
+}
+
+func TestExitBeforeReady(t *testing.T) {
+	_, err := Start(context.Background(), sh("echo cannot bind >&2; exit 3", "up"))
+	if err == nil || !strings.Contains(err.Error(), "exited before it was ready") || !strings.Contains(err.Error(), "cannot bind") {
+		t.Fatalf("error %v: want exit status and the child's output", err)
+	}
+}
+
+func TestNotReadyInTime(t *testing.T) {
+	spec := sh("echo $$; exec sleep 60", "up")
+	spec.ReadyTimeout = 200 * time.Millisecond
+	var pid string
+	spec.Ready = func(line string) bool { pid = line; return false }
+	_, err := Start(context.Background(), spec)
+	if err == nil || !strings.Contains(err.Error(), "not ready after") {
+		t.Fatalf("error %v", err)
+	}
+	var n int
+	for _, c := range pid {
+		n = n*10 + int(c-'0')
+	}
+	if n == 0 || !gone(n) {
+		t.Fatalf("child %q left running", pid)
+	}
+}
+
+func TestStopEscalatesToKill(t *testing.T) {
+	p, err := Start(context.Background(), sh("trap '' TERM; echo up; while :; do sleep 0.05; done", "up"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Stop()
+	if err == nil || !strings.Contains(err.Error(), "did not exit") {
+		t.Fatalf("error %v: want 'did not exit ... killed'", err)
+	}
+	if !gone(p.PID()) {
+		t.Fatalf("pid %d still there", p.PID())
+	}
+}
+
+func TestServiceRestart(t *testing.T) {
+	s := NewService(sh("echo up; exec sleep 60", "up"))
+	ctx := context.Background()
+	for i := 0; i < 2; i++ {
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(ctx); err == nil {
+			t.Fatal("second Start of a running service succeeded")
+		}
+		pid := s.PID()
+		if err := s.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		if !gone(pid) || s.PID() != 0 {
+			t.Fatalf("pid %d after Kill", pid)
+		}
+	}
+	if err := s.Pause(); err == nil {
+		t.Fatal("Pause of a stopped service succeeded")
+	}
+}
