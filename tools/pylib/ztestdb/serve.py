@@ -77,12 +77,13 @@ _OWN_ERRORS = (RequestError, ZTestDBError, _manifest.ManifestError, ZURLError)
 def _arg(req, key, default=RequestError, types=None):
     if key not in req:
         if default is RequestError:
-            raise RequestError("%s: missing argument %r" % (req.get("op"), key))
+            raise RequestError("missing argument %r" % key)
         return default
     v = req[key]
     if types is not None and (not isinstance(v, types) or (types is int and isinstance(v, bool))):
-        raise RequestError("%s: argument %r must be %s, not %r"
-                           % (req.get("op"), key, getattr(types, "__name__", types), v))
+        want = types if isinstance(types, tuple) else (types,)
+        raise RequestError("argument %r must be %s, not %r"
+                           % (key, " or ".join(t.__name__ for t in want), v))
     return v
 
 
@@ -91,7 +92,7 @@ def _data(req, key="data"):
     try:
         return base64.b64decode(v, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise RequestError("%s: %r is not valid base64: %s" % (req.get("op"), key, e)) from None
+        raise RequestError("argument %r is not valid base64: %s" % (key, e)) from None
 
 
 def _b64(data):
