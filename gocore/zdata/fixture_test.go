@@ -57,6 +57,15 @@ func fixtureDir(t testing.TB) string {
 	return dir
 }
 
+// smallFixture returns the manifest small.json and the path of small.fs.
+func smallFixture(t testing.TB) (manifest, string) {
+	t.Helper()
+	dir := fixtureDir(t)
+	var m manifest
+	loadJSON(t, filepath.Join(dir, "small.json"), &m)
+	return m, filepath.Join(dir, "small.fs")
+}
+
 // manifest is the format of small.json.
 type manifest struct {
 	Head  string `json:"head"`
@@ -151,10 +160,8 @@ func openTestConn(t testing.TB, db *zodb.DB, at zodb.Tid) *ZConn {
 // fresh connection, and once more through one connection resynced forward
 // from the first transaction to the last (the server's head connection).
 func TestSmallFixture(t *testing.T) {
-	dir := fixtureDir(t)
-	var m manifest
-	loadJSON(t, filepath.Join(dir, "small.json"), &m)
-	_, db := openTestDB(t, filepath.Join(dir, "small.fs"))
+	m, fsPath := smallFixture(t)
+	_, db := openTestDB(t, fsPath)
 	ctx := context.Background()
 
 	check := func(t *testing.T, zc *ZConn, txi int) {
