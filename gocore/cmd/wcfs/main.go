@@ -1,0 +1,155 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+// Command wcfs is the WCFS filesystem server: it mounts at MOUNTPOINT a
+// filesystem that shows the ZBigFiles of the ZODB database at ZURL, as of
+// the latest commit (head/) and as of any revision (@<rev>/), and follows
+// the database as it changes. See package wendelin.dev/wcfs/gocore/server.
+//
+//	wcfs [options] ZURL MOUNTPOINT
+//
+// Logging uses glog: its flags (-logtostderr, -alsologtostderr, -v,
+// -vmodule, -log_dir, -stderrthreshold, -log_backtrace_at) are accepted;
+// without -logtostderr logs go to files in the temporary directory.
+//
+// Readiness: when $NOTIFY_SOCKET is set, the server speaks the sd_notify
+// protocol on it: READY=1 (with STATUS= and MAINPID=) once the mount serves,
+// or STATUS=<error> (and ERRNO=<n> when there is one) right before exiting
+// non-zero on a startup failure; STOPPING=1 when it stops.
+//
+// Signals: SIGTERM and SIGINT unmount (non-lazily) and exit 0; if the mount
+// is busy the server logs who uses it and keeps serving. SIGHUP is ignored.
+// SIGQUIT dumps all goroutines (Go runtime). An unmount from outside
+// (fusermount -u) makes the server exit 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	log "github.com/golang/glog"
+
+	"wendelin.dev/wcfs/gocore/server"
+)
+
+func usage() {
+	w := flag.CommandLine.Output()
+	fmt.Fprintf(w, "Usage: %s [OPTIONS] zurl mntpt\n\n", os.Args[0])
+	fmt.Fprintf(w, "Serve the ZBigFiles of the ZODB database at zurl as files under mntpt.\n\nOptions:\n")
+	flag.PrintDefaults()
+}
+
+func main() {
+	flag.Usage = usage
+	var opt server.Options
+	flag.BoolVar(&opt.Debug, "debug", false, "enable debugging features (.wcfs/debug/zhead)")
+	flag.BoolVar(&opt.TraceFUSE, "trace.fuse", false, "trace every FUSE message (log at INFO)")
+	flag.BoolVar(&opt.AutoExit, "autoexit", false, "automatically stop service when there is no client activity")
+	flag.DurationVar(&opt.AutoExitGrace, "autoexit.grace", server.DefaultAutoExitGrace, "with -autoexit: how long without client activity before stopping")
+	flag.DurationVar(&opt.PinTimeout, "pintimeout", server.DefaultPinTimeout, "clients are killed if they do not handle a pin notification in this time")
+	flag.DurationVar(&opt.RevIdle, "revgc.idle", server.DefaultRevIdle, "release @<rev>/ views nobody used for this long")
+	flag.DurationVar(&opt.OpenTimeout, "open.timeout", server.DefaultOpenTimeout, "give up opening the storage at startup after this long")
+	flag.Parse()
+	if flag.NArg() != 2 {
+		fmt.Fprintf(os.Stderr, "Usage: %s [OPTIONS] zurl mntpt\n", os.Args[0])
+		os.Exit(2)
+	}
+	opt.ZURL, opt.Mountpoint = flag.Arg(0), flag.Arg(1)
+	code := run(opt)
+	log.Flush()
+	os.Exit(code)
+}
+
+func run(opt server.Options) int {
+	race := ""
+	if raceEnabled {
+		race = "-race"
+	}
+	log.Infof("start %q %q", opt.Mountpoint, opt.ZURL)
+	log.Infof("(built with %s%s)", runtime.Version(), race)
+	server.RedirectStdLog()
+
+	// SIGTERM/SIGINT before the mount serves: give up starting
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	startDone := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigc:
+			log.Warningf("%s during startup: giving up", sig)
+			cancel()
+		case <-startDone:
+		}
+	}()
+
+	s, err := server.Open(ctx, opt)
+	if err == nil {
+		err = s.Mount()
+	}
+	close(startDone)
+	if err != nil {
+		return startFailed(err)
+	}
+
+	notify(fmt.Sprintf("READY=1\nSTATUS=serving %s on %s\nMAINPID=%d", oneLine(opt.ZURL), oneLine(opt.Mountpoint), os.Getpid()))
+	log.Infof("serving %s on %s", opt.ZURL, opt.Mountpoint)
+
+	go func() {
+		for sig := range sigc {
+			log.Infof("%s: unmounting %s", sig, opt.Mountpoint)
+			if err := s.Unmount(); err != nil {
+				log.Warningf("%s: %s: keep serving%s", sig, err, s.BusyReport())
+			}
+		}
+	}()
+
+	err = s.Wait()
+	notify("STOPPING=1")
+	log.Infof("stop %q %q", opt.Mountpoint, opt.ZURL)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "wcfs: %s\n", err)
+		return 1
+	}
+	return 0
+}
+
+// startFailed reports a startup failure (stderr, log, sd_notify) and
+// returns the exit code.
+func startFailed(err error) int {
+	msg := fmt.Sprintf("wcfs: %s", err)
+	log.Warning(msg)
+	fmt.Fprintln(os.Stderr, msg)
+	state := "STATUS=" + oneLine(msg)
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		state += fmt.Sprintf("\nERRNO=%d", int(e))
+	}
+	notify(state)
+	if errors.Is(err, server.ErrUsage) {
+		return 2
+	}
+	return 1
+}
+
+// notify sends state to $NOTIFY_SOCKET if set (sd_notify protocol).
+func notify(state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil && log.V(1) {
+		log.Infof("sd_notify %q: %s", state, err) // e.g. the spawner is gone
+	}
+}
+
+// oneLine makes s fit in one sd_notify assignment.
+func oneLine(s string) string {
+	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
+}

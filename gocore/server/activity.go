@@ -1,0 +1,199 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package server
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	log "github.com/golang/glog"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/procfs"
+)
+
+// activity wraps the raw FUSE filesystem to see every request: it counts
+// open handles (files and directories; an mmap keeps its file open until
+// munmap) and remembers when a client last made a request. Requests of the
+// server process itself (storing old data into @<rev>/ files) are not client
+// activity.
+type activity struct {
+	fuse.RawFileSystem
+	pid     uint32
+	last    atomic.Int64 // unix ns
+	handles atomic.Int64
+}
+
+func newActivity(fs fuse.RawFileSystem) *activity {
+	a := &activity{RawFileSystem: fs, pid: uint32(os.Getpid())}
+	a.last.Store(time.Now().UnixNano())
+	return a
+}
+
+func (a *activity) saw(h *fuse.InHeader) {
+	if h.Pid != a.pid {
+		a.last.Store(time.Now().UnixNano())
+	}
+}
+
+// idle returns for how long there was no open handle and no client request.
+func (a *activity) idle() time.Duration {
+	if a.handles.Load() > 0 {
+		return 0
+	}
+	return time.Duration(time.Now().UnixNano() - a.last.Load())
+}
+
+func (a *activity) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	a.saw(h)
+	return a.RawFileSystem.Lookup(cancel, h, name, out)
+}
+
+func (a *activity) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	a.saw(&in.InHeader)
+	return a.RawFileSystem.GetAttr(cancel, in, out)
+}
+
+func (a *activity) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	a.saw(&in.InHeader)
+	return a.RawFileSystem.Access(cancel, in)
+}
+
+func (a *activity) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	a.saw(&in.InHeader)
+	st := a.RawFileSystem.Open(cancel, in, out)
+	if st.Ok() {
+		a.handles.Add(1)
+	}
+	return st
+}
+
+func (a *activity) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	a.saw(&in.InHeader)
+	return a.RawFileSystem.Read(cancel, in, buf)
+}
+
+func (a *activity) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	a.RawFileSystem.Release(cancel, in)
+	a.handles.Add(-1)
+	a.last.Store(time.Now().UnixNano())
+}
+
+func (a *activity) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	a.saw(&in.InHeader)
+	st := a.RawFileSystem.OpenDir(cancel, in, out)
+	if st.Ok() {
+		a.handles.Add(1)
+	}
+	return st
+}
+
+func (a *activity) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	a.saw(&in.InHeader)
+	return a.RawFileSystem.ReadDir(cancel, in, out)
+}
+
+func (a *activity) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	a.saw(&in.InHeader)
+	return a.RawFileSystem.ReadDirPlus(cancel, in, out)
+}
+
+func (a *activity) ReleaseDir(in *fuse.ReleaseIn) {
+	a.RawFileSystem.ReleaseDir(in)
+	a.handles.Add(-1)
+	a.last.Store(time.Now().UnixNano())
+}
+
+func (a *activity) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	a.saw(h)
+	return a.RawFileSystem.StatFs(cancel, h, out)
+}
+
+func (a *activity) Statx(cancel <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
+	a.saw(&in.InHeader)
+	return a.RawFileSystem.Statx(cancel, in, out)
+}
+
+// autoExitLoop unmounts the filesystem (non-lazily) once no client used it
+// for the grace period. If the kernel says the mount is busy (a process
+// has its cwd there, ...), the server stays up and tries again after
+// another grace period.
+func (s *Server) autoExitLoop(ctx context.Context) {
+	grace := s.opt.AutoExitGrace
+	every(ctx, max(grace/10, 50*time.Millisecond), func() bool {
+		if s.act.idle() < grace {
+			return true
+		}
+		log.Infof("autoexit: no client activity for %s: unmounting %s", grace, s.opt.Mountpoint)
+		err := s.Unmount()
+		if err == nil {
+			return false // serving ends: the server exits
+		}
+		log.Infof("autoexit: %s; staying up%s", err, s.busyReport())
+		s.act.last.Store(time.Now().UnixNano())
+		return true
+	})
+}
+
+// busyReport names the processes that keep the mount busy, for logs.
+func (s *Server) busyReport() string {
+	holders := busyHolders(s.opt.Mountpoint)
+	if len(holders) == 0 {
+		return ""
+	}
+	return "; in use by: " + strings.Join(holders, ", ")
+}
+
+// busyHolders lists the processes that use files under mnt (open files,
+// mappings, cwd, root), without touching the mount itself.
+func busyHolders(mnt string) []string {
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return nil
+	}
+	under := func(p string) bool { return p == mnt || strings.HasPrefix(p, mnt+"/") }
+	self := os.Getpid()
+	var holders []string
+	for _, p := range procs {
+		if p.PID == self {
+			continue
+		}
+		var kinds []string
+		if cwd, err := p.Cwd(); err == nil && under(cwd) {
+			kinds = append(kinds, "cwd")
+		}
+		if root, err := p.RootDir(); err == nil && root != "/" && under(root) {
+			kinds = append(kinds, "root")
+		}
+		if targets, err := p.FileDescriptorTargets(); err == nil {
+			for _, t := range targets {
+				if under(t) {
+					kinds = append(kinds, "fd")
+					break
+				}
+			}
+		}
+		if maps, err := p.ProcMaps(); err == nil {
+			for _, m := range maps {
+				if under(m.Pathname) {
+					kinds = append(kinds, "mmap")
+					break
+				}
+			}
+		}
+		if len(kinds) > 0 {
+			comm, _ := p.Comm()
+			holders = append(holders, fmt.Sprintf("pid %d (%s: %s)", p.PID, comm, strings.Join(kinds, ",")))
+		}
+	}
+	sort.Strings(holders)
+	return holders
+}
+
+// BusyReport is busyReport for the command (SIGTERM on a busy mount).
+func (s *Server) BusyReport() string { return s.busyReport() }

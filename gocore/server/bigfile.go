@@ -1,0 +1,428 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"syscall"
+
+	log "github.com/golang/glog"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sync/errgroup"
+	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/zdata"
+)
+
+// ---- {head,@<rev>}/bigfile/ ----
+
+// bigfileDir is head/bigfile/ or @<rev>/bigfile/: a lookup of <oid> gives
+// the ZBigFile with that oid as of the view's revision.
+type bigfileDir struct {
+	node
+	head *headView // one of head and rev is set
+	rev  *revView
+}
+
+var _ fs.NodeLookuper = (*bigfileDir)(nil)
+
+func (d *bigfileDir) path() string {
+	if d.head != nil {
+		return "head/bigfile"
+	}
+	return "@" + d.rev.rev.String() + "/bigfile"
+}
+
+// Lookup: name must be an oid (EINVAL otherwise); an oid of no object, or of
+// an object that is not a ZBigFile, is EINVAL; storage errors are EIO.
+func (d *bigfileDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	what := d.path() + ": lookup " + name
+	oid, ok := parseOidName(name)
+	if !ok {
+		return nil, errno(invalidf("not oid"), what)
+	}
+	var f *bigFile
+	var err error
+	if d.head != nil {
+		f, err = d.head.lookupFile(ctx, oid, &out.Attr)
+	} else {
+		f, err = d.rev.lookupFile(ctx, oid, &out.Attr)
+	}
+	if err != nil {
+		return nil, errno(err, what)
+	}
+	return d.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG}), 0
+}
+
+// OnForget: @<rev>/bigfile/ nodes are dropped when the kernel forgets them.
+func (d *bigfileDir) OnForget() {
+	if d.rev != nil {
+		d.rev.forgetBigfileDir(d)
+	}
+}
+
+// ---- {head,@<rev>}/bigfile/<oid> ----
+
+// bigFile is head/bigfile/<oid> or @<rev>/bigfile/<oid>: the data of one
+// ZBigFile as of its view's revision.
+//
+// The kernel page cache is the only cache of file data. A FUSE read loads the
+// whole blocks it touches (concurrent reads of a block share one load) and
+// returns the requested part; the rest of each loaded block is then pushed
+// into the page cache asynchronously (uploadBlk). Until that upload is done
+// the loaded block stays in f.loads, so that reads of the rest of the block
+// arriving meanwhile do not load it again.
+type bigFile struct {
+	node
+	oid  zodb.Oid
+	head *headView // one of head and rev is set
+	rev  *revView
+
+	// View state. For head/ files it changes only with head.viewMu
+	// write-held (commit switch) and is read with viewMu read-held. For
+	// @<rev>/ files blksize and size never change; zfile belongs to the
+	// view's connection generation zgen (see revView.use).
+	zfile     *zdata.ZBigFile
+	zgen      uint64
+	blksize   int64
+	size      int64
+	revApprox zodb.Tid // approximate last change of the data (mtime)
+	gone      error    // head/: the ZBigFile does not exist any more (reads: size 0)
+
+	loadMu sync.Mutex         // protects loads and zfile/zgen of @<rev>/ files
+	loads  map[int64]*blkLoad // block -> load in progress, or loaded and not yet uploaded
+}
+
+// blkLoad is one block load: in progress until ready is closed, then data
+// (blksize bytes, never modified) or err.
+type blkLoad struct {
+	ready chan struct{}
+	data  []byte
+	err   error
+}
+
+var _ fs.NodeGetattrer = (*bigFile)(nil)
+var _ fs.NodeOpener = (*bigFile)(nil)
+var _ fs.NodeReader = (*bigFile)(nil)
+var _ fs.NodeReleaser = (*bigFile)(nil)
+
+func newBigFile(oid zodb.Oid) *bigFile {
+	return &bigFile{oid: oid, loads: make(map[int64]*blkLoad)}
+}
+
+func (f *bigFile) path() string {
+	if f.head != nil {
+		return "head/bigfile/" + f.oid.String()
+	}
+	return "@" + f.rev.rev.String() + "/bigfile/" + f.oid.String()
+}
+
+// initState loads the ZBigFile's parameters through zc (view entered).
+func (f *bigFile) initState(ctx context.Context, zc *zdata.ZConn) (sizePath []zdata.PathNode, err error) {
+	zfile, err := zc.LoadZBigFile(ctx, f.oid)
+	if err != nil {
+		return nil, err
+	}
+	zctx := zc.Ctx(ctx)
+	blksize, _, err := zfile.Params(zctx)
+	if err != nil {
+		return nil, err
+	}
+	size, sizePath, err := zfile.Size(zctx)
+	if err != nil {
+		return nil, err
+	}
+	f.zfile = zfile
+	f.blksize = blksize
+	f.size = size
+	f.revApprox = zfile.PSerial()
+	f.gone = nil
+	return sizePath, nil
+}
+
+// fillAttr fills the attributes of f; the view must be entered.
+func (f *bigFile) fillAttr(attr *fuse.Attr) {
+	attr.Mode = syscall.S_IFREG | 0444
+	attr.Size = uint64(f.size)
+	attr.Blksize = uint32(f.blksize)
+	setTime(attr, tidTime(f.revApprox))
+}
+
+// enter makes f's view state stable and returns the connection to load
+// through; leave must be called when done. For head/ files it read-locks the
+// head view (the wait can be interrupted).
+func (f *bigFile) enter(ctx context.Context) (zc *zdata.ZConn, leave func(), err error) {
+	if f.head != nil {
+		h := f.head
+		if err := h.viewMu.RLock(ctx); err != nil {
+			return nil, nil, err
+		}
+		return h.zconn, h.viewMu.RUnlock, nil
+	}
+	zc, gen, leave, err := f.rev.use(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	f.loadMu.Lock()
+	if f.zgen != gen {
+		// the view's connection was reopened: reload the ZBigFile through it
+		zfile, err2 := zc.LoadZBigFile(ctx, f.oid)
+		if err2 != nil {
+			f.loadMu.Unlock()
+			leave()
+			return nil, nil, err2
+		}
+		f.zfile, f.zgen = zfile, gen
+	}
+	f.loadMu.Unlock()
+	return zc, leave, nil
+}
+
+// zfileFor returns the ZBigFile object to load through (view entered).
+func (f *bigFile) zfileFor() *zdata.ZBigFile {
+	if f.head != nil {
+		return f.zfile
+	}
+	f.loadMu.Lock()
+	defer f.loadMu.Unlock()
+	return f.zfile
+}
+
+func (f *bigFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	_, leave, err := f.enter(ctx)
+	if err != nil {
+		return errno(err, f.path()+": getattr")
+	}
+	defer leave()
+	f.fillAttr(&out.Attr)
+	return 0
+}
+
+// fileHandle is an open of a bigFile (counted for @<rev>/ idle detection).
+type fileHandle struct {
+	f *bigFile
+}
+
+// Open: read-only; the page cache is kept across opens.
+func (f *bigFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		return nil, 0, syscall.EPERM
+	}
+	if f.rev != nil {
+		f.rev.opened(+1)
+	}
+	return &fileHandle{f}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (f *bigFile) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	if f.rev != nil {
+		f.rev.opened(-1)
+	}
+	return 0
+}
+
+// Read serves [off, off+len(dest)) clipped to the file size. A read at or
+// past EOF returns nothing.
+func (f *bigFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	zc, leave, err := f.enter(ctx)
+	if err != nil {
+		return nil, errno(err, f.path()+": read")
+	}
+	defer leave()
+	if f.rev != nil {
+		f.rev.touch()
+	}
+
+	size, bs := f.size, f.blksize
+	if off < 0 {
+		return nil, syscall.EINVAL
+	}
+	if off >= size || len(dest) == 0 {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := size
+	if int64(len(dest)) < size-off {
+		end = off + int64(len(dest))
+	}
+	b0, b1 := off/bs, (end-1)/bs
+
+	if b0 == b1 {
+		// within one block: return a slice of the block, no copy
+		lo, hi := off-b0*bs, end-b0*bs
+		data, err := f.block(ctx, zc, b0, lo, hi)
+		if err != nil {
+			return nil, errno(err, fmt.Sprintf("%s: read [%d, %d)", f.path(), off, end))
+		}
+		return fuse.ReadResultData(data[lo:hi]), 0
+	}
+
+	// several blocks: load them in parallel into dest
+	dest = dest[:end-off]
+	g, gctx := errgroup.WithContext(ctx)
+	for blk := b0; blk <= b1; blk++ {
+		g.Go(func() error {
+			blo, bhi := max(off, blk*bs), min(end, (blk+1)*bs) // part of [off, end) in blk
+			data, err := f.block(gctx, zc, blk, blo-blk*bs, bhi-blk*bs)
+			if err != nil {
+				return err
+			}
+			copy(dest[blo-off:bhi-off], data[blo-blk*bs:])
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, errno(err, fmt.Sprintf("%s: read [%d, %d)", f.path(), off, end))
+	}
+	return fuse.ReadResultData(dest), 0
+}
+
+// block returns the data of block blk as of f's view (blksize bytes, not
+// to be modified), loading it unless a load is in progress or done and not
+// yet uploaded. [lo, hi) is the part of the block the caller returns to the
+// kernel: the rest is uploaded into the page cache after a load.
+//
+// The view must be entered. A caller waiting for another caller's load can
+// be interrupted (ctx); the load itself is not canceled by an interrupt,
+// since others may wait for it, only by the server's shutdown.
+func (f *bigFile) block(ctx context.Context, zc *zdata.ZConn, blk, lo, hi int64) ([]byte, error) {
+	f.loadMu.Lock()
+	l := f.loads[blk]
+	if l == nil {
+		l = &blkLoad{ready: make(chan struct{})}
+		f.loads[blk] = l
+		f.loadMu.Unlock()
+		f.load(zc, blk, l, lo, hi)
+		return l.data, l.err
+	}
+	f.loadMu.Unlock()
+
+	select {
+	case <-l.ready:
+		return l.data, l.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// load loads block blk into l and then schedules the upload of the part of
+// the block outside [lo, hi).
+func (f *bigFile) load(zc *zdata.ZConn, blk int64, l *blkLoad, lo, hi int64) {
+	srv := f.server()
+	ctx := srv.ctx
+	data := make([]byte, f.blksize)
+	info, err := f.zfileFor().LoadBlkInto(zc.Ctx(ctx), blk, data)
+	if err == nil && f.head != nil {
+		err = f.head.blockLoaded(ctx, f, blk, info)
+	}
+	if err != nil {
+		l.err = err
+		close(l.ready)
+		f.dropLoad(blk, l)
+		return
+	}
+	l.data = data
+	close(l.ready)
+
+	ranges := uploadRanges(lo, hi, f.blksize)
+	if len(ranges) == 0 {
+		f.dropLoad(blk, l)
+		return
+	}
+	srv.uploads.Add(1)
+	go func() {
+		defer srv.uploads.Done()
+		f.uploadBlk(blk, l, ranges)
+	}()
+}
+
+// dropLoad removes l from the load table (if it is still there).
+func (f *bigFile) dropLoad(blk int64, l *blkLoad) {
+	f.loadMu.Lock()
+	if f.loads[blk] == l {
+		delete(f.loads, blk)
+	}
+	f.loadMu.Unlock()
+}
+
+// pageSize is the granularity of the kernel page cache.
+const pageSize = 4096
+
+// uploadRanges returns the parts of a block of blksize bytes outside
+// [lo, hi), the part a read returns to the kernel (which caches it itself).
+// Unaligned reads (O_DIRECT) do not fill the page cache: upload everything.
+func uploadRanges(lo, hi, blksize int64) [][2]int64 {
+	if lo%pageSize != 0 || (hi%pageSize != 0 && hi != blksize) {
+		return [][2]int64{{0, blksize}}
+	}
+	var r [][2]int64
+	if lo > 0 {
+		r = append(r, [2]int64{0, lo})
+	}
+	if hi < blksize {
+		r = append(r, [2]int64{hi, blksize})
+	}
+	return r
+}
+
+// uploadBlk pushes the given parts of loaded block blk into the kernel page
+// cache (FUSE NOTIFY_STORE). It runs outside FUSE handlers: the kernel keeps
+// the pages of a read locked while the read is served, and a store into
+// them from the read's handler would deadlock.
+//
+// For head/ files the upload must not put data of an older revision into the
+// cache after a commit invalidated it: it proceeds only if the block is still
+// current in the load table (a commit drops changed blocks from it) and it
+// registers with the head's current upload generation, which a commit waits
+// for before invalidating the page cache (see headView.commit).
+func (f *bigFile) uploadBlk(blk int64, l *blkLoad, ranges [][2]int64) {
+	defer f.dropLoad(blk, l)
+	srv := f.server()
+	if f.head != nil {
+		h := f.head
+		if h.viewMu.RLock(srv.ctx) != nil {
+			return
+		}
+		f.loadMu.Lock()
+		current := f.loads[blk] == l
+		f.loadMu.Unlock()
+		if !current {
+			h.viewMu.RUnlock()
+			return
+		}
+		gen := h.uploadGen
+		gen.Add(1)
+		h.viewMu.RUnlock()
+		defer gen.Done()
+	}
+
+	off := blk * f.blksize
+	for _, r := range ranges {
+		st := f.WriteCache(off+r[0], l.data[r[0]:r[1]])
+		switch st {
+		case 0:
+		case syscall.ENOENT:
+			return // the kernel forgot the inode: nothing to cache
+		default:
+			log.Errorf("%s: blk %d: upload to page cache: %s", f.path(), blk, st)
+			return
+		}
+	}
+}
+
+func (f *bigFile) server() *Server {
+	if f.head != nil {
+		return f.head.srv
+	}
+	return f.rev.srv
+}
+
+// OnForget: @<rev>/bigfile/<oid> nodes are dropped when the kernel forgets them.
+func (f *bigFile) OnForget() {
+	if f.rev != nil {
+		f.rev.forgetFile(f)
+	}
+}

@@ -1,0 +1,125 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package server_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"wendelin.dev/wcfs/gocore/internal/wcfstest"
+)
+
+// run runs the wcfs binary (nothing is expected to be mounted) and returns
+// its exit code and output.
+func run(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(wcfstest.Binary(t), args...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, string(out)
+	case errors.As(err, &ee):
+		return ee.ExitCode(), string(out)
+	}
+	t.Fatal(err)
+	return 0, ""
+}
+
+func TestCLIUsage(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{},
+		{"file:///x.fs"},
+		{"file:///x.fs", "/mnt", "extra"},
+		{"-debug", "file:///x.fs"},
+	} {
+		code, out := run(t, args...)
+		if code != 2 || !strings.Contains(out, "Usage: ") || !strings.Contains(out, "[OPTIONS] zurl mntpt") {
+			t.Errorf("wcfs %q: exit %d, output %q; want exit 2 and the usage line", args, code, out)
+		}
+	}
+
+	code, out := run(t, "-h")
+	if code != 0 || !strings.Contains(out, "-pintimeout") || !strings.Contains(out, "-autoexit") ||
+		!strings.Contains(out, "-logtostderr") {
+		t.Errorf("wcfs -h: exit %d, output %q; want 0 and the flags", code, out)
+	}
+
+	code, out = run(t, "-nosuchflag", "file:///x.fs", "/mnt")
+	if code != 2 || !strings.Contains(out, "nosuchflag") {
+		t.Errorf("wcfs -nosuchflag: exit %d, output %q; want 2 naming the flag", code, out)
+	}
+	code, out = run(t, "-pintimeout", "soon", "file:///x.fs", "/mnt")
+	if code != 2 || !strings.Contains(out, "pintimeout") {
+		t.Errorf("wcfs -pintimeout soon: exit %d, output %q; want 2 naming the flag", code, out)
+	}
+}
+
+// Startup failures: a non-zero exit with a message naming the problem (on
+// stderr and as sd_notify STATUS), before anything is mounted.
+func TestStartupFailures(t *testing.T) {
+	t.Parallel()
+	tmp := t.TempDir()
+	regular := filepath.Join(tmp, "file")
+	if err := os.WriteFile(regular, nil, 0644); err != nil {
+		t.Fatal(err)
+	}
+	existing, _ := smallFSOrEmpty(t)
+
+	for _, tc := range []struct {
+		name, zurl, mnt string
+		want            string        // in STATUS and stderr
+		errno           syscall.Errno // ERRNO= expected (0: not checked)
+	}{
+		{"missing storage", "file://" + tmp + "/nosuch.fs", "", "nosuch.fs", syscall.ENOENT},
+		{"malformed zurl", "zeo://[::1", "", "zeo://[::1", 0},
+		{"unknown scheme", "bogus://x/y", "", "bogus", 0},
+		{"unreachable zeo", "zeo://127.0.0.1:1", "", "127.0.0.1:1", syscall.ECONNREFUSED},
+		{"missing mountpoint", existing, filepath.Join(tmp, "nosuchdir"), "nosuchdir", syscall.ENOENT},
+		{"mountpoint is a file", existing, regular, "not a directory", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.zurl == "" {
+				t.Skip("no fixture")
+			}
+			var err error
+			if tc.mnt != "" {
+				_, err = wcfstest.StartAt(t, tc.zurl, tc.mnt)
+			} else {
+				_, err = wcfstest.StartErr(t, tc.zurl)
+			}
+			var se *wcfstest.StartError
+			if !errors.As(err, &se) {
+				t.Fatalf("started: %v", err)
+			}
+			if se.ExitCode != 1 {
+				t.Errorf("exit code %d, want 1", se.ExitCode)
+			}
+			if !strings.Contains(se.Status, tc.want) || !strings.Contains(se.Stderr, tc.want) {
+				t.Errorf("status %q / stderr %q: want them to name %q", se.Status, se.Stderr, tc.want)
+			}
+			if tc.errno != 0 && se.Errno != int(tc.errno) {
+				t.Errorf("ERRNO=%d, want %d (%s)", se.Errno, int(tc.errno), tc.errno)
+			}
+			if tc.mnt != "" && wcfstest.IsMounted(tc.mnt) {
+				t.Errorf("%s mounted after a failed start", tc.mnt)
+			}
+		})
+	}
+}
+
+// smallFSOrEmpty is smallFS, or "" when the fixture is absent.
+func smallFSOrEmpty(t *testing.T) (string, bool) {
+	if _, err := os.Stat("../../../shared/testdata/zodb/small.fs"); err != nil {
+		return "", false
+	}
+	zurl, _ := smallFS(t)
+	return zurl, true
+}

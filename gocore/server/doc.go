@@ -1,0 +1,118 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+// Package server is the WCFS filesystem: a FUSE filesystem (go-fuse v2, fs
+// API) that shows the ZBigFiles of a ZODB database as files, as of the
+// latest commit and as of any revision, and keeps following the database.
+// The command gocore/cmd/wcfs runs it; the layout and behaviour are those of
+// the reference (spec sections 1 and 3), with its admitted gaps closed.
+//
+// # Tree
+//
+//	head/at                 revision of head/ (16 hex digits, direct I/O)
+//	head/watch              isolation protocol (placeholder: open fails EOPNOTSUPP)
+//	head/bigfile/<oid>      ZBigFile data at head/at
+//	@<rev>/bigfile/<oid>    ZBigFile data as of rev
+//	.wcfs/zurl, pintimeout, stats, debug/zhead (with -debug)
+//
+// Files and @<rev>/ directories appear at their first lookup. Bad names are
+// EINVAL, as are oids of objects that are not ZBigFiles or do not exist at
+// the view's revision; storage errors are EIO (errors.go, spec 1.8).
+//
+// # Read path (bigfile.go)
+//
+// The kernel page cache is the only cache of file data. A FUSE read of a
+// bigfile loads the whole blocks it touches (several blocks in parallel),
+// straight into a fresh blksize buffer (zdata.LoadBlkInto), and returns a
+// slice of it (no copy for reads within one block). Concurrent reads of a
+// block share one load through the file's load table. After a load, the
+// parts of the block the read did not return are pushed into the page cache
+// by a goroutine (NOTIFY_STORE; never from the handler, whose pages the
+// kernel keeps locked), and the block leaves the load table once uploaded.
+// A load is not canceled by the interrupt of the read that started it
+// (others may wait for it); waiting readers can be interrupted. A storage
+// error fails that read only (EIO).
+//
+// # Head view and commits (head.go, follow.go)
+//
+// head/ reads through one ZODB connection (zdata.ZConn) that moves from
+// commit to commit; @<rev>/ views have their own connections and never take
+// head locks. The commit follower reads the storage's watch (through an
+// unbounded queue, so that it never stalls the storage) and applies commits
+// in order, each in two phases under headView.commitMu (write):
+//
+//  1. Switch, with headView.viewMu write-held (no head read, lookup or
+//     getattr runs meanwhile): the block history tells which tracked blocks
+//     of served head files changed, the size flag, and epochs; the old data
+//     of each changed block is taken from the load table or retrieved from
+//     the page cache (NOTIFY_RETRIEVE returns only uptodate pages and does
+//     not wait for page locks); changed blocks leave the load tables; the
+//     connection resyncs; sizes/blksizes of affected files are recomputed;
+//     a new upload generation starts.
+//  2. Page cache, with viewMu released (reads run, at the new revision):
+//     wait for the uploads of the old generation; store the old data of each
+//     changed block into @<rev>/bigfile/<oid>, rev = the block's revision
+//     before the commit (resolved through the mount, O_PATH, so that the
+//     kernel knows the inode); invalidate exactly the changed blocks of head
+//     files (NOTIFY_INVAL_INODE waits for the page locks of reads in flight,
+//     which is why it must not run with viewMu held: those reads need
+//     viewMu); invalidate attributes of resized files; advance head/at last;
+//     tell .wcfs/debug/zhead readers.
+//
+// A read served during phase 2 returns new data, so it never leaves stale
+// data in the cache whether it lands before or after the invalidation.
+// Unchanged blocks and holes stay cached when a file grows. An epoch (the
+// ZBigFile object changed: blksize, blktab replaced, deleted) drops that
+// file's cache and serves the new content; it does not take the filesystem
+// down (spec gap 4). A failure of the storage watch ends serving: the
+// server unmounts (lazily if busy) and exits non-zero, since head/ could no
+// longer show the database.
+//
+// # Locks
+//
+// Order: headView.commitMu > headView.viewMu > bigFile.loadMu, revViews.mu,
+// revView.mu, headView.filesMu. viewMu (viewLock) is a writer-preferring
+// RW lock whose waits can be canceled by FUSE INTERRUPT; readers must not
+// take it recursively. Nothing calls into the kernel (FUSE notifications,
+// opening through the mount) while holding a lock a FUSE handler may need,
+// except NOTIFY_RETRIEVE in phase 1, which never blocks on handlers.
+//
+// # @<rev>/ views (rev.go)
+//
+// A view owns a ZODB connection at rev, opened at the first lookup (a
+// lookup of a future rev waits until the database reaches it; FUSE
+// INTERRUPT cancels the wait). When a view had no open file and no request
+// for -revgc.idle, the server asks the kernel to drop its directory entry
+// (NOTIFY_INVAL_ENTRY); when the kernel forgets the nodes (with their page
+// cache), the view closes its connection and is removed (spec gap 2). A view
+// the kernel still uses reopens its connection if needed.
+//
+// # Lifecycle (server.go, activity.go; command: gocore/cmd/wcfs)
+//
+// Open validates options and opens the storage, the database and the head
+// connection before anything is mounted. Mount mounts (fstype fuse.wcfs,
+// source = zurl, mount(2) as root, ExplicitDataCacheControl, MaxWrite at
+// the kernel's cap), verifies that the kernel supports store/retrieve
+// notifications, and starts the follower. The command then reports
+// readiness (sd_notify READY=1). Wait returns when the filesystem is
+// unmounted (SIGTERM/SIGINT, -autoexit, fusermount -u: exit 0) or serving
+// failed. Unmounts are non-lazy: a busy mount keeps being served and the log
+// names the processes using it. -autoexit counts open handles and client
+// requests (the server's own requests excluded) in a wrapper of the raw
+// filesystem, and unmounts after the grace period without either.
+//
+// # Isolation protocol seams
+//
+// The isolation protocol (spec section 2) is added in this package later:
+//
+//   - headView.watch is the head/watch node (placeholder watchFile);
+//   - headView.OnBlockLoad runs after a head block is loaded and before its
+//     data reaches the kernel, with viewMu read-held: pins on access;
+//   - headView.commitMu, read-held, excludes commit processing entirely:
+//     watch setup (head/at, the head connection and the page cache agree);
+//     headView.WaitAt waits for head/at >= at;
+//   - headView.MinWatchAt bounds what the history may forget;
+//   - Stats has the protocol's counters (WatchLink, Watch, PinnedBlk, Pin,
+//     PinKill); Options.PinTimeout is the pin timeout;
+//   - blockHistory.BlkRevAt gives pin revisions.
+package server

@@ -1,0 +1,167 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package server_test
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/internal/wcfstest"
+)
+
+// SIGTERM and SIGINT unmount and exit 0; an unmount from outside makes the
+// server exit 0.
+func TestStop(t *testing.T) {
+	t.Parallel()
+	zurl, _ := smallFS(t)
+
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		srv := wcfstest.Start(t, zurl)
+		readFile(t, srv.Path("head", "at"))
+		if err := srv.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		if code, err := srv.WaitExit(wcfstest.StopTimeout); err != nil || code != 0 {
+			t.Errorf("%s: exit code %d, %v; want 0", sig, code, err)
+		}
+		if wcfstest.IsMounted(srv.Mnt) {
+			t.Errorf("%s: still mounted", sig)
+		}
+	}
+
+	srv := wcfstest.Start(t, zurl)
+	fusermount, err := exec.LookPath("fusermount3")
+	if err != nil {
+		fusermount, err = exec.LookPath("fusermount")
+	}
+	if err != nil {
+		t.Skip("no fusermount")
+	}
+	if out, err := exec.Command(fusermount, "-u", srv.Mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount -u: %v\n%s", err, out)
+	}
+	if code, err := srv.WaitExit(wcfstest.StopTimeout); err != nil || code != 0 {
+		t.Errorf("after fusermount -u: exit code %d, %v; want 0", code, err)
+	}
+}
+
+// SIGTERM on a busy mount: the server says who uses it and keeps serving.
+func TestStopBusy(t *testing.T) {
+	t.Parallel()
+	zurl, _ := smallFS(t)
+	srv := wcfstest.Start(t, zurl)
+	f, err := os.Open(srv.Path("head", "at"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.WaitExit(time.Second); err == nil {
+		t.Fatalf("server exited on SIGTERM while the mount is busy")
+	}
+	// still serving
+	buf := make([]byte, 16)
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		t.Fatalf("read after SIGTERM: %v", err)
+	}
+	log := srv.Log()
+	if !strings.Contains(log, "keep serving") || !strings.Contains(log, "fd") {
+		t.Errorf("log does not say the mount is busy and by whom:\n%s", log)
+	}
+	f.Close()
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// -autoexit: exit once no client used the mount for the grace period; not
+// while a file is open; stay up while the kernel says busy (cwd).
+func TestAutoExit(t *testing.T) {
+	t.Parallel()
+	zurl, _ := smallFS(t)
+	const grace = "-autoexit.grace=500ms"
+
+	t.Run("idle", func(t *testing.T) {
+		t.Parallel()
+		srv := wcfstest.Start(t, zurl, "-autoexit", grace)
+		readFile(t, srv.Path("head", "at"))
+		if code, err := srv.WaitExit(30 * time.Second); err != nil || code != 0 {
+			t.Fatalf("exit code %d, %v; want exit 0", code, err)
+		}
+		if wcfstest.IsMounted(srv.Mnt) {
+			t.Errorf("still mounted after autoexit")
+		}
+	})
+
+	t.Run("open file", func(t *testing.T) {
+		t.Parallel()
+		srv := wcfstest.Start(t, zurl, "-autoexit", grace)
+		f, err := os.Open(srv.Path(".wcfs", "zurl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := srv.WaitExit(2 * time.Second); err == nil {
+			t.Fatalf("exited while a file is open")
+		}
+		f.Close()
+		if code, err := srv.WaitExit(30 * time.Second); err != nil || code != 0 {
+			t.Fatalf("after close: exit code %d, %v; want exit 0", code, err)
+		}
+	})
+
+	t.Run("busy cwd", func(t *testing.T) {
+		t.Parallel()
+		srv := wcfstest.Start(t, zurl, "-autoexit", grace)
+		sleeper := exec.Command("sleep", "60")
+		sleeper.Dir = srv.Path("head")
+		if err := sleeper.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer sleeper.Wait()
+		defer sleeper.Process.Kill()
+		if _, err := srv.WaitExit(2 * time.Second); err == nil {
+			t.Fatalf("exited while a process has its cwd in the mount")
+		}
+		if !wcfstest.IsMounted(srv.Mnt) {
+			t.Fatalf("unmounted (lazily?) while busy")
+		}
+		if !strings.Contains(srv.Log(), "staying up") {
+			t.Errorf("log does not say why it stays up:\n%s", srv.Log())
+		}
+		sleeper.Process.Kill()
+		sleeper.Wait()
+		if code, err := srv.WaitExit(30 * time.Second); err != nil || code != 0 {
+			t.Fatalf("after the cwd holder left: exit code %d, %v; want exit 0", code, err)
+		}
+	})
+}
+
+// SIGQUIT: the Go runtime dumps every goroutine (diagnostics) and exits.
+func TestSIGQUIT(t *testing.T) {
+	t.Parallel()
+	zurl, _ := smallFS(t)
+	srv := wcfstest.Start(t, zurl)
+	if err := srv.Signal(syscall.SIGQUIT); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := srv.WaitExit(wcfstest.StopTimeout); err != nil || code == 0 {
+		t.Fatalf("exit code %d, %v; want a non-zero exit", code, err)
+	}
+	if log := srv.Log(); !strings.Contains(log, "SIGQUIT") || !strings.Contains(log, "goroutine ") {
+		t.Errorf("no goroutine dump in the output:\n%s", log)
+	}
+	// the mount is dead (ENOTCONN): clean it up as a gateway would
+	_, err := os.Stat(srv.Path("head"))
+	wantErrno(t, "stat on the dead mount", err, syscall.ENOTCONN)
+	if err := unix.Unmount(srv.Mnt, 0); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,103 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package server
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Options configure a Server. The zero value of every optional field means
+// "default" (see the constants below).
+type Options struct {
+	// ZURL is the storage URL exactly as given on the command line; it is
+	// also the mount source and the content of .wcfs/zurl.
+	ZURL string
+
+	// Mountpoint is the directory to mount on. It must exist.
+	Mountpoint string
+
+	// PinTimeout is the time a client has to handle a pin notification
+	// (isolation protocol); shown in .wcfs/pintimeout.
+	PinTimeout time.Duration
+
+	// Debug adds .wcfs/debug/ (the zhead stream).
+	Debug bool
+
+	// TraceFUSE logs every FUSE message (go-fuse debug output).
+	TraceFUSE bool
+
+	// AutoExit makes the server unmount and exit once no client has used
+	// the mount for AutoExitGrace (non-lazy unmount; stays up when busy).
+	AutoExit      bool
+	AutoExitGrace time.Duration
+
+	// RevIdle is how long an @<rev>/ view may stay unused (no open file,
+	// no request) before the server asks the kernel to forget it; its
+	// ZODB connection is closed when the kernel does.
+	RevIdle time.Duration
+
+	// OpenTimeout bounds opening the storage at startup.
+	OpenTimeout time.Duration
+}
+
+// Defaults.
+const (
+	DefaultPinTimeout    = 30 * time.Second
+	DefaultAutoExitGrace = 30 * time.Second
+	DefaultRevIdle       = 2 * time.Minute
+	DefaultOpenTimeout   = time.Minute
+)
+
+// ErrUsage is wrapped by option errors that are the caller's mistake.
+var ErrUsage = errors.New("invalid usage")
+
+// normalize checks opt and fills defaults; Mountpoint becomes absolute.
+func (opt *Options) normalize() error {
+	if opt.ZURL == "" {
+		return fmt.Errorf("%w: empty zurl", ErrUsage)
+	}
+	if strings.ContainsAny(opt.ZURL, "\n\x00") {
+		return fmt.Errorf("%w: zurl %q contains a newline or NUL", ErrUsage, opt.ZURL)
+	}
+	if opt.Mountpoint == "" {
+		return fmt.Errorf("%w: empty mountpoint", ErrUsage)
+	}
+	mnt, err := filepath.Abs(opt.Mountpoint)
+	if err != nil {
+		return fmt.Errorf("mountpoint %q: %w", opt.Mountpoint, err)
+	}
+	st, err := os.Stat(mnt)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s: not a directory", mnt)
+	}
+	opt.Mountpoint = mnt
+
+	if opt.PinTimeout == 0 {
+		opt.PinTimeout = DefaultPinTimeout
+	}
+	if opt.PinTimeout < 0 {
+		return fmt.Errorf("%w: negative pin timeout %s", ErrUsage, opt.PinTimeout)
+	}
+	if opt.AutoExitGrace == 0 {
+		opt.AutoExitGrace = DefaultAutoExitGrace
+	}
+	if opt.RevIdle == 0 {
+		opt.RevIdle = DefaultRevIdle
+	}
+	if opt.OpenTimeout == 0 {
+		opt.OpenTimeout = DefaultOpenTimeout
+	}
+	if opt.AutoExitGrace < 0 || opt.RevIdle < 0 || opt.OpenTimeout < 0 {
+		return fmt.Errorf("%w: negative duration", ErrUsage)
+	}
+	return nil
+}

@@ -1,0 +1,313 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	log "github.com/golang/glog"
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/zdata"
+)
+
+// Server is one WCFS filesystem: a storage, the views of it, and the FUSE
+// mount serving them.
+type Server struct {
+	opt Options
+
+	// ctx lives as long as the server; canceled when serving ends.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	stor   zodb.IStorage
+	db     *zodb.DB
+	watchq chan zodb.Event
+	events <-chan zodb.Event
+
+	head  *headView
+	revs  *revViews
+	root  *rootNode
+	zhead *zheadFile // .wcfs/debug/zhead, nil without -debug
+	stats *Stats
+
+	fuse *fuse.Server
+	act  *activity
+
+	uploads sync.WaitGroup // page cache uploads in flight
+	workers sync.WaitGroup // follower, gc, autoexit
+
+	fatalOnce sync.Once
+	fatal     chan error // a background failure that ends serving
+	served    chan struct{}
+}
+
+// Open validates opt and opens the storage and the head view. Nothing is
+// mounted yet: a failure here leaves nothing behind.
+func Open(ctx context.Context, opt Options) (_ *Server, err error) {
+	if err := opt.normalize(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		opt:    opt,
+		stats:  &Stats{},
+		fatal:  make(chan error, 1),
+		served: make(chan struct{}),
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+
+	octx, cancel := context.WithTimeout(ctx, opt.OpenTimeout)
+	defer cancel()
+	s.stor, err = zdata.OpenStorage(octx, opt.ZURL)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (no answer within %s)", err, opt.OpenTimeout)
+		}
+		return nil, err
+	}
+	s.watchq = make(chan zodb.Event)
+	at0 := s.stor.AddWatch(s.watchq)
+	s.events = eventQueue(s.ctx, s.watchq)
+	s.db = zdata.NewDB(s.stor)
+	zhead, err := zdata.OpenConn(octx, s.db, at0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", opt.ZURL, err)
+	}
+	s.head = newHeadView(s, zhead, newCoarseHistory())
+	s.revs = &revViews{srv: s, byAt: make(map[zodb.Tid]*revView)}
+	s.root = &rootNode{srv: s}
+	if opt.Debug {
+		s.zhead = &zheadFile{srv: s}
+	}
+	return s, nil
+}
+
+// Head returns head/ (for the isolation protocol's hooks).
+func (s *Server) Head() *headView { return s.head }
+
+// Stats returns the counters of .wcfs/stats.
+func (s *Server) Stats() *Stats { return s.stats }
+
+// Mount mounts the filesystem and starts serving it; it returns once the
+// mount serves requests, with the commit follower running. On failure
+// nothing stays mounted and the storage is released.
+func (s *Server) Mount() (err error) {
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	sec := time.Second
+	logger := stdlog.New(glogWriter{info: true}, "", 0)
+	opts := &fs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:                   s.opt.ZURL,
+			Name:                     "wcfs",
+			DirectMountStrict:        os.Geteuid() == 0,
+			MaxWrite:                 fuse.MAX_KERNEL_WRITE,
+			MaxBackground:            maxBackground,
+			ExplicitDataCacheControl: true,
+			DisableXAttrs:            true,
+			Debug:                    s.opt.TraceFUSE,
+			Logger:                   logger,
+			PanicHandler:             panicHandler,
+		},
+		EntryTimeout: &sec,
+		AttrTimeout:  &sec,
+		UID:          uint32(os.Getuid()),
+		GID:          uint32(os.Getgid()),
+		Logger:       logger,
+	}
+	s.act = newActivity(fs.NewNodeFS(s.root, opts))
+	srv, err := fuse.NewServer(s.act, s.opt.Mountpoint, &opts.MountOptions)
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", s.opt.Mountpoint, err)
+	}
+	s.fuse = srv
+	go func() {
+		srv.Serve()
+		close(s.served)
+	}()
+	if err := srv.WaitMount(); err != nil {
+		s.abortMount()
+		return fmt.Errorf("mount %s: %w", s.opt.Mountpoint, err)
+	}
+
+	ks := srv.KernelSettings()
+	if !ks.SupportsNotify(fuse.NOTIFY_STORE_CACHE) || !ks.SupportsNotify(fuse.NOTIFY_RETRIEVE_CACHE) {
+		s.abortMount()
+		return fmt.Errorf("kernel FUSE (API %d.%d) does not support pagecache control", ks.Major, ks.Minor)
+	}
+	if ks.Flags64()&fuse.CAP_EXPLICIT_INVAL_DATA == 0 {
+		w := "kernel FUSE does not support explicit data cache invalidation:\n" +
+			"-> the kernel drops the page cache of head files on every size or mtime change\n" +
+			"-> performance will be AWFUL.\n" +
+			"   (Linux 5.2+ has it: kernel commit ad2ba64dd489)"
+		log.Warning(w)
+		fmt.Fprintln(os.Stderr, "W: "+w)
+	}
+
+	s.start(func(ctx context.Context) {
+		if err := s.follow(ctx, s.events); err != nil {
+			s.fail(fmt.Errorf("zwatcher failed: %w", err))
+		}
+	})
+	s.start(s.gcLoop)
+	if s.opt.AutoExit {
+		s.start(s.autoExitLoop)
+	}
+	return nil
+}
+
+// start runs f(s.ctx) in a goroutine accounted in s.workers.
+func (s *Server) start(f func(ctx context.Context)) {
+	s.workers.Add(1)
+	go func() {
+		defer s.workers.Done()
+		f(s.ctx)
+	}()
+}
+
+// abortMount undoes a mount whose setup failed.
+func (s *Server) abortMount() {
+	if err := s.fuse.Unmount(); err != nil {
+		unix.Unmount(s.opt.Mountpoint, unix.MNT_DETACH)
+	}
+	<-s.served
+}
+
+// fail ends serving because of a background failure.
+func (s *Server) fail(err error) {
+	s.fatalOnce.Do(func() { s.fatal <- err })
+}
+
+// Wait serves until the filesystem is unmounted (by Unmount, -autoexit or
+// from outside: nil) or a background failure (the error, after unmounting;
+// if the mount is busy it is detached lazily). Then it releases everything.
+func (s *Server) Wait() error {
+	var err error
+	select {
+	case <-s.served:
+	case err = <-s.fatal:
+		log.Errorf("%s", err)
+		log.Errorf("%s: unmounting: head/ can no longer follow the database", s.opt.Mountpoint)
+		if e := unix.Unmount(s.opt.Mountpoint, 0); e != nil {
+			log.Errorf("%s: unmount: %s; detaching it lazily", s.opt.Mountpoint, e)
+			unix.Unmount(s.opt.Mountpoint, unix.MNT_DETACH)
+		}
+		<-s.served
+	}
+	s.close()
+	return err
+}
+
+// Unmount unmounts the filesystem (non-lazily); serving then ends and Wait
+// returns. If the mount is busy the error says so (EBUSY) and the server
+// keeps serving.
+func (s *Server) Unmount() error {
+	err := unix.Unmount(s.opt.Mountpoint, 0)
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", s.opt.Mountpoint, err)
+	}
+	return nil
+}
+
+// close stops background work and releases the storage.
+func (s *Server) close() {
+	s.cancel()
+	s.workers.Wait()
+	s.uploads.Wait()
+	if s.head != nil {
+		s.head.zconn.Close()
+	}
+	if s.db != nil {
+		s.db.Close()
+	}
+	if s.stor != nil {
+		if s.watchq != nil {
+			s.stor.DelWatch(s.watchq)
+		}
+		if err := s.stor.Close(); err != nil {
+			log.Warningf("close storage: %s", err)
+		}
+	}
+}
+
+// gcLoop releases idle @<rev>/ views.
+func (s *Server) gcLoop(ctx context.Context) {
+	every(ctx, max(s.opt.RevIdle/4, 100*time.Millisecond), func() bool {
+		s.revs.gc(s.opt.RevIdle)
+		return true
+	})
+}
+
+// every calls f every period until ctx is done or f returns false.
+func every(ctx context.Context, period time.Duration, f func() bool) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if !f() {
+				return
+			}
+		}
+	}
+}
+
+// maxBackground is the number of asynchronous requests (readahead) the
+// kernel may have in flight (go-fuse default: 12).
+const maxBackground = 64
+
+// panicHandler logs a panic in a FUSE handler and fails the request.
+func panicHandler(x any) fuse.Status {
+	buf := make([]byte, 64<<10)
+	buf = buf[:runtime.Stack(buf, false)]
+	log.Errorf("panic in FUSE handler: %v\n%s", x, buf)
+	return fuse.EIO
+}
+
+// glogWriter sends the output of a standard logger to glog: go-fuse's
+// (INFO: its debug trace with -trace.fuse) and the standard library's
+// (WARNING, spec 3; see RedirectStdLog).
+type glogWriter struct {
+	info bool
+}
+
+func (w glogWriter) Write(p []byte) (int, error) {
+	if w.info {
+		log.InfoDepth(3, string(p))
+	} else {
+		log.WarningDepth(3, string(p))
+	}
+	return len(p), nil
+}
+
+// RedirectStdLog sends the standard library logger's output to glog at
+// WARNING level.
+func RedirectStdLog() {
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(glogWriter{})
+}
+
+// errBusy tells whether err is EBUSY.
+func errBusy(err error) bool { return errors.Is(err, syscall.EBUSY) }
