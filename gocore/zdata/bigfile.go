@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	"lab.nexedi.com/kirr/neo/go/zodb/btree"
@@ -40,8 +41,6 @@ func (f BlkFormat) String() string {
 // PathNode is one blktab node visited on the way to a key, as btree's
 // VGet/VMaxKey visit callbacks report it.
 type PathNode struct {
-	Node btree.LONode // *btree.LOBTree or *btree.LOBucket (live-cache object)
-
 	// Oid of the node; zodb.InvalidOid for a bucket embedded in the
 	// record of its parent tree (a small tree with one bucket).
 	Oid zodb.Oid
@@ -96,6 +95,18 @@ func LoadZBigFile(ctx context.Context, conn *zodb.Connection, oid zodb.Oid) (_ *
 			err = fmt.Errorf("zdata: load ZBigFile %s @%s: %w", oid, at, err)
 		}
 	}()
+
+	// decode the record with this package's decoder first: clear errors for
+	// other classes and malformed states, none of neo/go's panics or slow
+	// paths on crafted data
+	buf, _, err := conn.DB().Storage().Load(ctx, zodb.Xid{Oid: oid, At: at})
+	if err == nil {
+		_, err = DecodeZBigFile(buf.Data)
+		buf.Release()
+		if err != nil {
+			return nil, err
+		}
+	}
 
 	obj, err := conn.Get(ctx, oid)
 	if err != nil {
@@ -202,24 +213,20 @@ func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, getDst func(blksize i
 		return BlkInfo{}, err
 	}
 
-	value, ok, _, path, err := walkBlkTab(ctx, f.blktab, blk, false)
-	info.Path = path
-	info.RevMax = pathRevMax(path)
+	w, err := walkBlkTab(ctx, at, f.blktab, blk, false)
+	info.Path = w.path
+	info.RevMax = pathRevMax(w.path)
 	if err != nil {
 		return info, err
 	}
-	if !ok {
+	if !w.found {
 		clear(dst)
 		return info, nil
 	}
 
-	zblk, ok := value.(zodb.IPersistent)
-	if !ok {
-		return info, malformedf("blktab value is %s, not a persistent ZBlk", pyTypeName(value))
-	}
-	info.ZBlk = zblk.POid()
+	info.ZBlk = w.zblk.Oid
 	stor := f.PJar().DB().Storage()
-	info.Format, info.ZRev, err = loadZBlk(ctx, stor, at, zblk.POid(), dst)
+	info.Format, info.ZRev, err = loadZBlk(ctx, stor, at, w.zblk.Oid, dst)
 	if info.ZRev > info.RevMax {
 		info.RevMax = info.ZRev
 	}
@@ -242,11 +249,12 @@ func (f *ZBigFile) Size(ctx context.Context) (size int64, path []PathNode, err e
 	}
 	defer f.PDeactivate()
 
-	_, ok, maxKey, path, err := walkBlkTab(ctx, f.blktab, 0, true)
+	w, err := walkBlkTab(ctx, at, f.blktab, 0, true)
+	path, maxKey := w.path, w.maxKey
 	if err != nil {
 		return 0, path, f.errf(at, "size: %w", err)
 	}
-	if !ok {
+	if !w.found {
 		return 0, path, nil
 	}
 	if maxKey < 0 {
@@ -269,21 +277,35 @@ func pathRevMax(path []PathNode) zodb.Tid {
 	return rev
 }
 
-// walkBlkTab descends blktab to key (wantMax: to the largest key), calling
-// nothing but recording every node visited with the key range it covers.
+// blkTabWalk is the result of walking blktab to a key.
+type blkTabWalk struct {
+	zblk   zref  // the value for the key (the ZBlk), when found
+	found  bool  // key (wantMax: any key) present
+	maxKey int64 // wantMax: the largest key
+	path   []PathNode
+}
+
+// walkBlkTab descends blktab to key (wantMax: to the largest key) and
+// records every node visited with the key range it covers.
 //
-// It returns the value for key (wantMax: the largest key), whether it was
-// found, and the path.
-func walkBlkTab(ctx context.Context, t *btree.LOBTree, key int64, wantMax bool) (value any, found bool, maxKey int64, path []PathNode, err error) {
+// It goes through neo/go's LOBTree/LOBucket objects, which stay in the live
+// cache. A node neo/go cannot decode because a reference names the legacy
+// ZBlk class while the object is cached under ZBlk0, or the reverse (real
+// databases have both names for one object across revisions), is read
+// directly from the storage instead (walkBlkTabRaw).
+func walkBlkTab(ctx context.Context, at zodb.Tid, t *btree.LOBTree, key int64, wantMax bool) (w blkTabWalk, err error) {
 	if t == nil {
-		return nil, false, 0, nil, malformedf("ZBigFile has no blktab")
-	}
-	if err := classifyLoadErr(t.PActivate(ctx)); err != nil {
-		return nil, false, 0, nil, fmt.Errorf("blktab: %w", err)
+		return w, malformedf("ZBigFile has no blktab")
 	}
 	keycov := btree.LKeyRange{Lo: math.MinInt64, Hi_: math.MaxInt64}
-	path = make([]PathNode, 0, 4)
-	path = append(path, PathNode{Node: t, Oid: t.POid(), Serial: t.PSerial(), Keys: keycov})
+	w.path = make([]PathNode, 0, 4)
+	if fallback, err := activateNode(ctx, at, t); err != nil {
+		if fallback {
+			return walkBlkTabRaw(ctx, t.PJar().DB().Storage(), at, t.POid(), key, wantMax, keycov, w.path, 0)
+		}
+		return w, err
+	}
+	w.path = append(w.path, PathNode{Oid: t.POid(), Serial: t.PSerial(), Keys: keycov})
 
 	var node btree.LONode = t
 	for depth := 1; ; depth++ {
@@ -291,18 +313,27 @@ func walkBlkTab(ctx context.Context, t *btree.LOBTree, key int64, wantMax bool) 
 		case *btree.LOBucket:
 			defer n.PDeactivate()
 			if wantMax {
-				k, ok := n.MaxKey()
-				return nil, ok, k, path, nil
+				w.maxKey, w.found = n.MaxKey()
+				return w, nil
 			}
 			v, ok := n.Get(key)
-			return v, ok, 0, path, nil
+			if !ok {
+				return w, nil
+			}
+			obj, ok := v.(zodb.IPersistent)
+			if !ok {
+				return w, malformedf("blktab value is %s, not a persistent ZBlk", pyTypeName(v))
+			}
+			w.zblk = zref{Oid: obj.POid(), Class: className(obj)}
+			w.found = true
+			return w, nil
 
 		case *btree.LOBTree:
 			ev := n.Entryv()
 			l := len(ev)
 			if l == 0 {
 				n.PDeactivate()
-				return nil, false, 0, path, nil // empty tree
+				return w, nil // empty tree
 			}
 			// i: ev[i].Key ≤ key < ev[i+1].Key, with ev[0].Key = -∞, ev[l].Key = +∞
 			i := l - 1
@@ -323,25 +354,158 @@ func walkBlkTab(ctx context.Context, t *btree.LOBTree, key int64, wantMax bool) 
 			n.PDeactivate()
 
 			if depth > maxBlkTabDepth {
-				return nil, false, 0, path, malformedf("blktab deeper than %d levels (cycle?)", maxBlkTabDepth)
+				return w, malformedf("blktab deeper than %d levels (cycle?)", maxBlkTabDepth)
 			}
 			if err := ctx.Err(); err != nil {
-				return nil, false, 0, path, err
+				return w, err
 			}
-			if err := classifyLoadErr(child.PActivate(ctx)); err != nil {
-				return nil, false, 0, path, fmt.Errorf("blktab: %w", err)
+			if fallback, err := activateNode(ctx, at, child); err != nil {
+				if fallback {
+					return walkBlkTabRaw(ctx, child.PJar().DB().Storage(), at, child.POid(), key, wantMax, keycov, w.path, depth)
+				}
+				return w, err
 			}
 			serial := child.PSerial()
 			if child.POid() == zodb.InvalidOid {
 				serial = parentSerial // bucket embedded in the tree's record
 			}
-			path = append(path, PathNode{Node: child, Oid: child.POid(), Serial: serial, Keys: keycov})
+			w.path = append(w.path, PathNode{Oid: child.POid(), Serial: serial, Keys: keycov})
 			node = child
 
 		default:
-			return nil, false, 0, path, malformedf("blktab node of type %T", node)
+			return w, malformedf("blktab node of type %T", node)
 		}
 	}
+}
+
+// walkBlkTabRaw continues a blktab walk at node oid by reading the nodes
+// directly from the storage as of at (no live-cache objects).
+func walkBlkTabRaw(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid, key int64, wantMax bool, keycov btree.LKeyRange, path []PathNode, depth int) (w blkTabWalk, err error) {
+	w.path = path
+	lookup := func(entries []bucketEntry) (blkTabWalk, error) {
+		if wantMax {
+			if n := len(entries); n > 0 {
+				w.maxKey, w.found = entries[n-1].Key, true
+			}
+			return w, nil
+		}
+		i := sort.Search(len(entries), func(i int) bool { return entries[i].Key >= key })
+		if i == len(entries) || entries[i].Key != key {
+			return w, nil
+		}
+		ref, ok := entries[i].Value.(zref)
+		if !ok {
+			return w, malformedf("blktab value is %s, not a persistent ZBlk", pyTypeName(entries[i].Value))
+		}
+		w.zblk, w.found = ref, true
+		return w, nil
+	}
+
+	for ; ; depth++ {
+		if depth > maxBlkTabDepth {
+			return w, malformedf("blktab deeper than %d levels (cycle?)", maxBlkTabDepth)
+		}
+		if err := ctx.Err(); err != nil {
+			return w, err
+		}
+		buf, serial, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
+		if err != nil {
+			return w, fmt.Errorf("blktab node %s: %w", oid, err)
+		}
+		class, x, err := decodeRecord(buf.Data)
+		buf.Release()
+		if err != nil {
+			return w, fmt.Errorf("blktab node %s: %w", oid, err)
+		}
+		node := PathNode{Oid: oid, Serial: serial, Keys: keycov}
+
+		switch class {
+		case classLOBucket:
+			entries, err := decodeBucketState(loKeys, x)
+			if err != nil {
+				return w, fmt.Errorf("blktab node %s: %w", oid, err)
+			}
+			w.path = append(w.path, node)
+			return lookup(entries)
+
+		case classLOBTree:
+			st, err := decodeTreeState(loKeys, x)
+			if err != nil {
+				return w, fmt.Errorf("blktab node %s: %w", oid, err)
+			}
+			w.path = append(w.path, node)
+			if st.HasInline {
+				w.path = append(w.path, PathNode{Oid: zodb.InvalidOid, Serial: serial, Keys: keycov})
+				return lookup(st.Inline)
+			}
+			l := len(st.Children)
+			if l == 0 {
+				return w, nil // empty tree
+			}
+			i := l - 1
+			if !wantMax {
+				i = sort.Search(l, func(i int) bool { return i+1 == l || key < st.Keys[i+1] })
+			}
+			if i > 0 {
+				keycov.Lo = max(keycov.Lo, st.Keys[i])
+			}
+			if i+1 < l {
+				keycov.Hi_ = min(keycov.Hi_, st.Keys[i+1]-1)
+			}
+			oid = st.Children[i].Oid
+
+		default:
+			return w, malformedf("blktab node %s: class %s, expected %s or %s", oid, class, classLOBTree, classLOBucket)
+		}
+	}
+}
+
+// activateNode activates a blktab node. fallback reports a failure that
+// walkBlkTabRaw can get around (see walkBlkTab).
+//
+// The record of a ghost node is first checked by this package's decoder
+// (read directly from the storage): neo/go's LOBTree decoder panics on one
+// malformed state (a 1-tuple whose item is not a tuple) leaving the object
+// locked, and its decoder takes exponential time on some crafted dict keys.
+// This costs one more load of a node the first time it is used at a
+// revision; CacheControl keeps nodes loaded.
+func activateNode(ctx context.Context, at zodb.Tid, node btree.LONode) (fallback bool, err error) {
+	if oid := node.POid(); oid != zodb.InvalidOid && node.PSerial() == zodb.InvalidTid {
+		if err := precheckNode(ctx, node.PJar().DB().Storage(), at, oid); err != nil {
+			return false, fmt.Errorf("blktab node %s: %w", oid, err)
+		}
+	}
+	err = node.PActivate(ctx)
+	if err == nil {
+		return false, nil
+	}
+	if strings.Contains(err.Error(), "wrong class: ") {
+		return true, err
+	}
+	return false, fmt.Errorf("blktab: %w", classifyLoadErr(err))
+}
+
+// precheckNode verifies the record of a blktab node: a LOBTree or LOBucket
+// with a well-formed state. Storage errors are left for neo/go to report.
+func precheckNode(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid) error {
+	buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
+	if err != nil {
+		return nil
+	}
+	defer buf.Release()
+	class, x, err := decodeRecord(buf.Data)
+	if err != nil {
+		return err
+	}
+	switch class {
+	case classLOBTree:
+		_, err = decodeTreeState(loKeys, x)
+	case classLOBucket:
+		_, err = decodeBucketState(loKeys, x)
+	default:
+		err = malformedf("class %s, expected %s or %s", class, classLOBTree, classLOBucket)
+	}
+	return err
 }
 
 // loadZBlk loads the ZBlk record oid as of at directly from stor and

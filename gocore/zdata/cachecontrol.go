@@ -32,7 +32,7 @@ func (CacheControl) PCacheClassify(obj zodb.IPersistent) zodb.PCachePolicy {
 	switch obj.(type) {
 	case *ZBigFile, *btree.LOBTree, *btree.LOBucket:
 		return zodb.PCachePinObject | zodb.PCacheKeepState
-	case *ZBlk0, *ZBlk1, *ZData, *btree.IOBTree, *btree.IOBucket:
+	case *ZBlk0, *ZBlk, *ZBlk1, *ZData, *btree.IOBTree, *btree.IOBucket:
 		return zodb.PCacheDropObject | zodb.PCacheDropState
 	}
 	return 0

@@ -158,6 +158,26 @@ func bytesState(class string, pystate any) ([]byte, error) {
 	return []byte(data), nil
 }
 
+// ZBlk is the legacy name of ZBlk0 (early wendelin.core versions wrote
+// records and references under it); it reads exactly as ZBlk0.
+//
+// It is a distinct Go type, not a zodb.RegisterClassAlias: neo/go checks the
+// class of a reference against the class of the object already in the live
+// cache without resolving aliases, so an aliased ZBlk reference would fail to
+// decode the second time its bucket is loaded.
+type ZBlk struct {
+	ZBlk0
+}
+
+type zBlkState ZBlk
+
+func (b *zBlkState) DropState()      { b.data = nil }
+func (b *zBlkState) PyGetState() any { return pickle.Bytes(b.data) }
+func (b *zBlkState) PySetState(pystate any) (err error) {
+	b.data, err = bytesState("ZBlk", pystate)
+	return err
+}
+
 // ZBlk1 mirrors wendelin.bigfile.file_zodb.ZBlk1: the block data split into
 // ZData chunks kept in an IOBTree (int32 offset -> ZData).
 type ZBlk1 struct {
@@ -206,5 +226,5 @@ func init() {
 	zodb.RegisterClass(ClassZBlk0, t(ZBlk0{}), t(zBlk0State{}))
 	zodb.RegisterClass(ClassZBlk1, t(ZBlk1{}), t(zBlk1State{}))
 	zodb.RegisterClass(ClassZData, t(ZData{}), t(zDataState{}))
-	zodb.RegisterClassAlias(ClassZBlk, ClassZBlk0)
+	zodb.RegisterClass(ClassZBlk, t(ZBlk{}), t(zBlkState{}))
 }

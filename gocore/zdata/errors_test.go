@@ -146,7 +146,7 @@ func TestBadData(t *testing.T) {
 			opOpen, ErrMalformed, []string{"out of range"}},
 		{"ZBigFile blktab not LOBTree", func(r map[zodb.Oid][]byte) {
 			r[1] = pk(ClassZBigFile, pickle.Tuple{int64(16), ref(5, classIOBTree)})
-		}, opOpen, ErrMalformed, []string{"blktab must be a BTrees.LOBTree.LOBTree; got BTrees.IOBTree.IOBTree(0000000000000005)"}},
+		}, opOpen, ErrMalformed, []string{"blktab must be a BTrees.LOBTree.LOBTree; got ref BTrees.IOBTree.IOBTree(0000000000000005)"}},
 		{"not a ZBigFile: root", nil, -1, ErrNotZBigFile, []string{"class persistent.mapping.PersistentMapping"}},
 		{"not a ZBigFile: unknown class", func(r map[zodb.Oid][]byte) { r[1] = pk("foo.Bar", int64(1)) },
 			opOpen, ErrNotZBigFile, []string{"class foo.Bar"}},
@@ -432,5 +432,49 @@ func TestCorruptedCopy(t *testing.T) {
 	}
 	if nerr == 0 {
 		t.Error("no errors")
+	}
+}
+
+// TestLegacyZBlkName covers references to one ZBlk object under both its
+// names: written as ZBlk by early wendelin.core, the reference becomes ZBlk0
+// when its bucket is rewritten later (Python pickles the class by its
+// current name) while the object keeps its record. A connection that cached
+// the object under one name must still read the block after resyncing.
+func TestLegacyZBlkName(t *testing.T) {
+	for _, names := range [][2]string{{ClassZBlk, ClassZBlk0}, {ClassZBlk0, ClassZBlk}} {
+		t.Run(classShort(names[0])+"->"+classShort(names[1]), func(t *testing.T) {
+			ctx := context.Background()
+			db, zurl := newMemDB(t)
+			r1 := baseRecs()
+			r1[3] = pk(names[0], pickle.Bytes("old name"))
+			r1[2] = pk(classLOBTree, inlineTree(int64(0), ref(3, names[0]), int64(1), ref(4, ClassZBlk1)))
+			db.commit(1, r1)
+			db.commit(2, map[zodb.Oid][]byte{
+				2: pk(classLOBTree, inlineTree(int64(0), ref(3, names[1]), int64(2), ref(4, ClassZBlk1))),
+			})
+			_, zdb := openTestDB(t, zurl)
+			zc := openTestConn(t, zdb, 1)
+			f, err := zc.LoadZBigFile(ctx, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, at := range []zodb.Tid{1, 2, 2, 1} {
+				if err := zc.Resync(ctx, at); err != nil {
+					t.Fatal(err)
+				}
+				fctx := zc.Ctx(ctx)
+				data, info, err := f.LoadBlk(fctx, 0)
+				if err != nil {
+					t.Fatalf("@%s: %v", at, err)
+				}
+				if string(bytes.TrimRight(data, "\x00")) != "old name" || info.ZBlk != 3 || info.ZRev != 1 || info.RevMax != at {
+					t.Errorf("@%s: %q %+v", at, data, info)
+				}
+				size, _, err := f.Size(fctx)
+				if want := int64(tblksize * (1 + at)); err != nil || size != want {
+					t.Errorf("@%s: size %d %v, want %d", at, size, err, want)
+				}
+			}
+		})
 	}
 }

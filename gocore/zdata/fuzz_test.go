@@ -91,16 +91,27 @@ func FuzzRecord(f *testing.F) {
 				t.Fatalf("DecodeZBigFile accepted %q: %+v", class, st)
 			}
 		}
-		children, entries, err := decodeIOTree(x)
-		if err == nil {
-			for _, e := range entries {
-				if e.Off < 0 || e.Off > 1<<31-1 {
-					t.Fatalf("bad offset accepted: %d", e.Off)
+		for _, kk := range []keyKind{ioKeys, loKeys} {
+			st, err := decodeTreeState(kk, x)
+			if err == nil {
+				for i, k := range st.Keys {
+					if k < kk.min || k > kk.max || i > 1 && k <= st.Keys[i-1] {
+						t.Fatalf("bad keys accepted: %v", st.Keys)
+					}
+				}
+				if len(st.Keys) != len(st.Children) {
+					t.Fatalf("%d keys, %d children", len(st.Keys), len(st.Children))
 				}
 			}
-			_ = children
+			entries, err := decodeBucketState(kk, x)
+			if err == nil {
+				for i, e := range entries {
+					if e.Key < kk.min || e.Key > kk.max || i > 0 && e.Key <= entries[i-1].Key {
+						t.Fatalf("bad keys accepted: %v", entries)
+					}
+				}
+			}
 		}
-		decodeIOBucket(x)
 		_ = pyTypeName(x)
 	})
 }
@@ -186,6 +197,8 @@ func FuzzZBlk1Assembly(f *testing.F) {
 		for i := 0; i+3 <= len(table); i += 3 {
 			ents = append(ents, ent{int(binary.LittleEndian.Uint16(table[i:])), int(table[i+2])})
 		}
+		// BTrees keep keys sorted; a duplicate offset stays (and is an error)
+		sort.SliceStable(ents, func(a, b int) bool { return ents[a].off < ents[b].off })
 
 		recs := baseRecs()
 		recs[1] = zfile(int64(blksize), 2)
@@ -229,7 +242,7 @@ func FuzzZBlk1Assembly(f *testing.F) {
 		for k, i := range sorted {
 			e := ents[i]
 			end := e.off + e.n
-			if k+1 < len(sorted) && end > ents[sorted[k+1]].off || end > int(blksize) {
+			if k+1 < len(sorted) && (end > ents[sorted[k+1]].off || e.off == ents[sorted[k+1]].off) || end > int(blksize) {
 				wantErr = true // overlap, duplicate offset, overrun
 				break
 			}

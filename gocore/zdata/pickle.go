@@ -108,9 +108,24 @@ func pyTypeName(x any) string {
 // "wendelin.bigfile.file_zodb.ZBlk0") and its state. Persistent references
 // in the state are returned as zref.
 func decodeRecord(rec []byte) (class string, state any, err error) {
+	class, decodeState, err := decodeRecordClass(rec)
+	if err != nil {
+		return "", nil, err
+	}
+	state, err = decodeState()
+	return class, state, err
+}
+
+// decodeRecordClass decodes the class of a raw record and returns a function
+// that decodes its state, for callers that check the class first.
+//
+// Python dicts decode as Go maps (og-rek's PyDict mode is off): no state this
+// package reads holds a dict, and hashing a crafted key made of nested
+// shared tuples would take exponential time in PyDict mode, while a Go map
+// rejects such a key at once.
+func decodeRecordClass(rec []byte) (class string, decodeState func() (any, error), err error) {
 	d := pickle.NewDecoderWithConfig(bytes.NewReader(rec), &pickle.DecoderConfig{
 		StrictUnicode:  true,
-		PyDict:         true,
 		PersistentLoad: loadRef,
 	})
 	x, err := d.Decode()
@@ -121,11 +136,13 @@ func decodeRecord(rec []byte) (class string, state any, err error) {
 	if err != nil {
 		return "", nil, malformedf("class pickle: %s", err)
 	}
-	state, err = d.Decode()
-	if err != nil {
-		return class, nil, malformedf("state pickle: %s", err)
-	}
-	return class, state, nil
+	return class, func() (any, error) {
+		state, err := d.Decode()
+		if err != nil {
+			return nil, malformedf("state pickle: %s", err)
+		}
+		return state, nil
+	}, nil
 }
 
 // pyClass normalises a decoded class description as ZODB writes it: klass,

@@ -25,12 +25,16 @@ type ZBigFileState struct {
 // records with IStorage.Load and decode them here. A record of another class
 // is ErrNotZBigFile; a bad state is ErrMalformed.
 func DecodeZBigFile(rec []byte) (ZBigFileState, error) {
-	class, x, err := decodeRecord(rec)
+	class, decodeState, err := decodeRecordClass(rec)
 	if err != nil {
 		return ZBigFileState{}, err
 	}
 	if class != ClassZBigFile {
 		return ZBigFileState{}, classErrorf(ErrNotZBigFile, "not a ZBigFile: class %s", class)
+	}
+	x, err := decodeState()
+	if err != nil {
+		return ZBigFileState{}, err
 	}
 	t, ok := x.(pickle.Tuple)
 	if !ok || len(t) != 2 {

@@ -10,13 +10,10 @@ package zdata
 import (
 	"context"
 	"fmt"
-	"math"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
-
-	pickle "github.com/kisielk/og-rek"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 )
@@ -123,90 +120,45 @@ func loadIONode(ctx context.Context, stor zodb.Loader, at zodb.Tid, oid zodb.Oid
 	if err != nil {
 		return nil, nil, err
 	}
+	var bucket []bucketEntry
 	switch {
 	case class == classIOBTree:
-		return decodeIOTree(x)
-	case class == classIOBucket && !root:
-		entries, err := decodeIOBucket(x)
-		return nil, entries, err
-	}
-	want := classIOBTree
-	if !root {
-		want += " or " + classIOBucket
-	}
-	return nil, nil, malformedf("class %s, expected %s", class, want)
-}
-
-// decodeIOTree decodes the state of an IOBTree (BTrees' __getstate__):
-//
-//	None                                   empty tree
-//	((bucket_state,),)                     one bucket stored inline
-//	((child0, k1, child1, ..., kN, childN), firstbucket)
-func decodeIOTree(x any) (children []zodb.Oid, entries []chunk, err error) {
-	if _, ok := x.(pickle.None); ok {
-		return nil, nil, nil
-	}
-	t, ok := x.(pickle.Tuple)
-	if !ok || !(len(t) == 1 || len(t) == 2) {
-		return nil, nil, malformedf("IOBTree state: expected None or tuple[1..2]; got %s", pyTypeName(x))
-	}
-	if len(t) == 1 {
-		t1, ok := t[0].(pickle.Tuple)
-		if !ok || len(t1) != 1 {
-			return nil, nil, malformedf("IOBTree state: inline bucket: expected tuple[1]; got %s", pyTypeName(t[0]))
-		}
-		entries, err := decodeIOBucket(t1[0])
-		return nil, entries, err
-	}
-	kids, ok := t[0].(pickle.Tuple)
-	if !ok || len(kids)%2 != 1 {
-		return nil, nil, malformedf("IOBTree state: expected (child0, key1, child1, ...); got %s", pyTypeName(t[0]))
-	}
-	for i := 0; i < len(kids); i += 2 {
-		ref, ok := kids[i].(zref)
-		if !ok {
-			return nil, nil, malformedf("IOBTree state: child %d is %s, not a persistent reference", i/2, pyTypeName(kids[i]))
-		}
-		if i > 0 {
-			if _, err := pickle.AsInt64(kids[i-1]); err != nil {
-				return nil, nil, malformedf("IOBTree state: key %d is %s, not int", i/2, pyTypeName(kids[i-1]))
+		st, err := decodeTreeState(ioKeys, x)
+		if err != nil || !st.HasInline {
+			for _, c := range st.Children {
+				children = append(children, c.Oid)
 			}
+			return children, nil, err
 		}
-		children = append(children, ref.Oid)
-	}
-	return children, nil, nil
-}
-
-// decodeIOBucket decodes the state of an IOBucket: ((k0, v0, k1, v1, ...),
-// [next]) where values are references to ZData.
-func decodeIOBucket(x any) ([]chunk, error) {
-	t, ok := x.(pickle.Tuple)
-	if !ok || !(len(t) == 1 || len(t) == 2) {
-		return nil, malformedf("IOBucket state: expected tuple[1..2]; got %s", pyTypeName(x))
-	}
-	kv, ok := t[0].(pickle.Tuple)
-	if !ok || len(kv)%2 != 0 {
-		return nil, malformedf("IOBucket state: expected (k0, v0, k1, v1, ...); got %s", pyTypeName(t[0]))
-	}
-	entries := make([]chunk, 0, len(kv)/2)
-	for i := 0; i < len(kv); i += 2 {
-		off, err := pickle.AsInt64(kv[i])
+		bucket = st.Inline
+	case class == classIOBucket && !root:
+		bucket, err = decodeBucketState(ioKeys, x)
 		if err != nil {
-			return nil, malformedf("IOBucket state: key %d is %s, not int", i/2, pyTypeName(kv[i]))
+			return nil, nil, err
 		}
-		if off < 0 || off > math.MaxInt32 {
-			return nil, malformedf("chunk offset %d out of range [0, 2³¹)", off)
+	default:
+		want := classIOBTree
+		if !root {
+			want += " or " + classIOBucket
 		}
-		ref, ok := kv[i+1].(zref)
+		return nil, nil, malformedf("class %s, expected %s", class, want)
+	}
+
+	entries = make([]chunk, len(bucket))
+	for i, e := range bucket {
+		if e.Key < 0 {
+			return nil, nil, malformedf("chunk offset %d out of range [0, 2³¹)", e.Key)
+		}
+		ref, ok := e.Value.(zref)
 		if !ok {
-			return nil, malformedf("chunk @%d is %s, not a reference to ZData", off, pyTypeName(kv[i+1]))
+			return nil, nil, malformedf("chunk @%d is %s, not a reference to ZData", e.Key, pyTypeName(e.Value))
 		}
 		if ref.Class != "" && ref.Class != ClassZData {
-			return nil, malformedf("chunk @%d is %s, not ZData", off, ref)
+			return nil, nil, malformedf("chunk @%d is %s, not ZData", e.Key, ref)
 		}
-		entries = append(entries, chunk{Off: off, Oid: ref.Oid})
+		entries[i] = chunk{Off: e.Key, Oid: ref.Oid}
 	}
-	return entries, nil
+	return nil, entries, nil
 }
 
 // loadZData loads ZData oid as of at and calls use with its data (valid only

@@ -1,0 +1,228 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package zdata
+
+// Block load throughput from a FileStorage written by genuine ZODB (the
+// toolkit's `python -m ztestdb gen`), for ZBlk0 and ZBlk1 2 MiB blocks,
+// side by side with the raw speed of loading the same records through
+// neo/go without decoding:
+//
+//	go test -run=NONE -bench=LoadBlk -benchtime=2s ./gocore/zdata
+//
+// The databases (64 MiB per format, $ZDATA_BENCH_SIZE to change) are made
+// once per test process in a temporary directory removed at exit.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+)
+
+var bench struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if bench.dir != "" {
+		os.RemoveAll(bench.dir)
+	}
+	os.Exit(code)
+}
+
+// benchDB returns the path of a benchmark database with one 2 MiB-block file
+// "zf0" in format fmt (ZBlk0 or ZBlk1), made by genuine ZODB.
+func benchDB(b *testing.B, fmt_ string) string {
+	b.Helper()
+	bench.once.Do(func() {
+		bench.dir, bench.err = os.MkdirTemp("", "zdata-bench-")
+	})
+	if bench.err != nil {
+		b.Fatal(bench.err)
+	}
+	size := os.Getenv("ZDATA_BENCH_SIZE")
+	if size == "" {
+		size = "64M"
+	}
+	path := filepath.Join(bench.dir, fmt.Sprintf("%s-%s.fs", fmt_, size))
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	cmd := testdb.Command(b, "gen", path, "--files=1", "--size="+size, "--blksize=2M",
+		"--fmt="+fmt_, "--no-manifest", "--no-progress")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+	return path
+}
+
+// benchFile opens the benchmark database of format fmt and returns the
+// connection, the file and its number of blocks.
+func benchFile(b *testing.B, fmt_ string) (zodb.IStorage, *ZConn, *ZBigFile, int64) {
+	b.Helper()
+	path := benchDB(b, fmt_)
+	stor, db := openTestDB(b, path)
+	zc := openTestConn(b, db, 0)
+	ctx := context.Background()
+
+	// the file is root["zf0"]
+	root, err := zc.Get(zc.Ctx(ctx), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var oid zodb.Oid
+	if err := root.PActivate(zc.Ctx(ctx)); err != nil {
+		b.Fatal(err)
+	}
+	if obj, ok := root.(*zodb.Map).Get("zf0").(zodb.IPersistent); ok {
+		oid = obj.POid()
+	}
+	root.PDeactivate()
+	f, err := zc.LoadZBigFile(ctx, oid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	size, _, err := f.Size(zc.Ctx(ctx))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return stor, zc, f, size / (2 << 20)
+}
+
+// blkRecords returns the oids of the records LoadBlk reads for blk, besides
+// blktab: the ZBlk, and for ZBlk1 its chunk-table nodes and ZData chunks.
+func blkRecords(b *testing.B, stor zodb.IStorage, zc *ZConn, f *ZBigFile, blk int64) []zodb.Oid {
+	ctx := zc.Ctx(context.Background())
+	_, info, err := f.LoadBlk(ctx, blk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	oids := []zodb.Oid{info.ZBlk}
+	if info.Format != FormatZBlk1 {
+		return oids
+	}
+	at := zc.At()
+	buf, _, err := stor.Load(ctx, zodb.Xid{Oid: info.ZBlk, At: at})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, x, err := decodeRecord(buf.Data)
+	buf.Release()
+	if err != nil {
+		b.Fatal(err)
+	}
+	level := []zodb.Oid{x.(zref).Oid}
+	for len(level) > 0 {
+		var next []zodb.Oid
+		for _, oid := range level {
+			oids = append(oids, oid)
+			kids, entries, err := loadIONode(ctx, stor, at, oid, false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			next = append(next, kids...)
+			for _, e := range entries {
+				oids = append(oids, e.Oid)
+			}
+		}
+		level = next
+	}
+	return oids
+}
+
+func BenchmarkLoadBlk(b *testing.B) {
+	for _, fmt_ := range []string{"ZBlk0", "ZBlk1"} {
+		b.Run(fmt_, func(b *testing.B) {
+			stor, zc, f, nblk := benchFile(b, fmt_)
+			if nblk == 0 {
+				b.Fatal("empty benchmark file")
+			}
+			const blksize = 2 << 20
+			ctx := zc.Ctx(context.Background())
+			records := make([][]zodb.Oid, nblk)
+			nrec := 0
+			for blk := range records {
+				records[blk] = blkRecords(b, stor, zc, f, int64(blk))
+				nrec += len(records[blk])
+			}
+			b.Logf("%s: %d blocks, %d records", fmt_, nblk, nrec)
+
+			// zdata: decoded, assembled, padded, into a reused buffer
+			b.Run("zdata", func(b *testing.B) {
+				dst := make([]byte, blksize)
+				b.SetBytes(blksize)
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					if _, err := f.LoadBlkInto(ctx, int64(i)%nblk, dst); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			// zdata, blocks loaded by concurrent readers (like the server)
+			b.Run("zdata-concurrent", func(b *testing.B) {
+				b.SetBytes(blksize)
+				b.ReportAllocs()
+				var next sync.Mutex
+				i := int64(0)
+				b.RunParallel(func(pb *testing.PB) {
+					dst := make([]byte, blksize)
+					for pb.Next() {
+						next.Lock()
+						blk := i % nblk
+						i++
+						next.Unlock()
+						if _, err := f.LoadBlkInto(ctx, blk, dst); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+			// raw: storage Load of the same records, one after another
+			b.Run("raw", func(b *testing.B) {
+				b.SetBytes(blksize)
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					for _, oid := range records[int64(i)%nblk] {
+						buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: zc.At()})
+						if err != nil {
+							b.Fatal(err)
+						}
+						buf.Release()
+					}
+				}
+			})
+			if fmt_ != "ZBlk1" {
+				return
+			}
+			// raw, with the chunks loaded in parallel as LoadBlk does
+			b.Run("raw-parallel", func(b *testing.B) {
+				b.SetBytes(blksize)
+				b.ReportAllocs()
+				for i := 0; b.Loop(); i++ {
+					oids := records[int64(i)%nblk]
+					err := parallel(ctx, len(oids), func(ctx context.Context, j int) error {
+						buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oids[j], At: zc.At()})
+						if err == nil {
+							buf.Release()
+						}
+						return err
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
