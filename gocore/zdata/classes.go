@@ -26,6 +26,8 @@ const (
 
 	classIOBTree  = "BTrees.IOBTree.IOBTree"
 	classIOBucket = "BTrees.IOBTree.IOBucket"
+	classLOBTree  = "BTrees.LOBTree.LOBTree"
+	classLOBucket = "BTrees.LOBTree.LOBucket"
 )
 
 // MaxBlkSize is the largest blksize this package accepts. wendelin.core uses

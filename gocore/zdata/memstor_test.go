@@ -181,11 +181,6 @@ func ref(oid zodb.Oid, class string) pickle.Ref {
 	return pickle.Ref{Pid: pickle.Tuple{oid8(oid), pyclass(class)}}
 }
 
-const (
-	classLOBTree  = "BTrees.LOBTree.LOBTree"
-	classLOBucket = "BTrees.LOBTree.LOBucket"
-)
-
 // bucketState returns the state of a bucket: ((k0, v0, k1, v1, ...),).
 func bucketState(kv ...any) pickle.Tuple {
 	return pickle.Tuple{pickle.Tuple(kv)}

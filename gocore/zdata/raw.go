@@ -45,7 +45,7 @@ func DecodeZBigFile(rec []byte) (ZBigFileState, error) {
 		return ZBigFileState{}, err
 	}
 	ref, ok := t[1].(zref)
-	if !ok || !(ref.Class == "" || ref.Class == "BTrees.LOBTree.LOBTree") {
+	if !ok || !(ref.Class == "" || ref.Class == classLOBTree) {
 		return ZBigFileState{}, malformedf("ZBigFile state: blktab must be a BTrees.LOBTree.LOBTree; got %s", pyTypeName(t[1]))
 	}
 	return ZBigFileState{BlkSize: blksize, BlkTab: ref.Oid}, nil
