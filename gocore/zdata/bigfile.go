@@ -100,12 +100,16 @@ func LoadZBigFile(ctx context.Context, conn *zodb.Connection, oid zodb.Oid) (_ *
 	// other classes and malformed states, none of neo/go's panics or slow
 	// paths on crafted data
 	buf, _, err := conn.DB().Storage().Load(ctx, zodb.Xid{Oid: oid, At: at})
-	if err == nil {
-		_, err = DecodeZBigFile(buf.Data)
-		buf.Release()
-		if err != nil {
-			return nil, err
+	if err != nil {
+		if isMissing(err) {
+			return nil, fmt.Errorf("oid missing: %w", err)
 		}
+		return nil, err
+	}
+	_, err = DecodeZBigFile(buf.Data)
+	buf.Release()
+	if err != nil {
+		return nil, err
 	}
 
 	obj, err := conn.Get(ctx, oid)
