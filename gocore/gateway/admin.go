@@ -1,0 +1,338 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/zurl"
+)
+
+// StartOptions parametrize Start and Serve.
+type StartOptions struct {
+	Env     []string      // the caller's environment (nil: this process's)
+	Timeout time.Duration // readiness; 0: $WENDELIN_CORE_WCFS_START_TIMEOUT or the Gateway's
+}
+
+// Start starts a server for zurl with options optv (after
+// $WENDELIN_CORE_WCFS_OPTIONS) and returns once it serves. It fails with
+// ErrAlreadyRunning if a server runs; a stale mount is cleaned first.
+func (g *Gateway) Start(ctx context.Context, zurlStr string, optv []string, opt StartOptions) (*Server, error) {
+	srv, err := g.start(ctx, zurlStr, optv, opt)
+	if err != nil {
+		return nil, opError("start", zurlStr, err)
+	}
+	return srv, nil
+}
+
+func (g *Gateway) start(ctx context.Context, zurlStr string, optv []string, opt StartOptions) (*Server, error) {
+	e := env(opt.Env)
+	timeout, err := g.startTimeout(e, opt.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	mntpt, lk, err := g.lockAbsent(ctx, zurlStr)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	srv, _, err := g.spawn(ctx, zurlStr, mntpt, spawnOptions{env: e, optv: optv, timeout: timeout})
+	return srv, err
+}
+
+// lockAbsent takes the start lock of zurl's mountpoint and makes sure no
+// server runs there (cleaning a stale mount); it returns the mountpoint.
+func (g *Gateway) lockAbsent(ctx context.Context, zurlStr string) (string, *startLock, error) {
+	mntpt, err := g.Mountpoint(zurlStr)
+	if err != nil {
+		return "", nil, err
+	}
+	lk, err := g.lockStart(ctx, mntpt)
+	if err != nil {
+		return "", nil, err
+	}
+	st, err := g.classify(ctx, zurlStr, mntpt, false)
+	if err == nil && st.kind == stateRunning {
+		err = fmt.Errorf("%w (at %s)", ErrAlreadyRunning, mntpt)
+	}
+	if err == nil {
+		err = g.cleanStale(ctx, zurlStr, st)
+	}
+	if err != nil {
+		lk.Unlock()
+		return "", nil, err
+	}
+	return mntpt, lk, nil
+}
+
+// Serve runs a server for zurl in the foreground: it fails with
+// ErrAlreadyRunning if one runs, cleans a stale mount, then with exec
+// replaces this process by the server (it returns only on error), else runs
+// it as a child with this process's stdio until it exits (ctx done: the
+// server is stopped).
+func (g *Gateway) Serve(ctx context.Context, zurlStr string, optv []string, exec bool, opt StartOptions) error {
+	if err := g.serve(ctx, zurlStr, optv, exec, opt); err != nil {
+		return opError("serve", zurlStr, err)
+	}
+	return nil
+}
+
+func (g *Gateway) serve(ctx context.Context, zurlStr string, optv []string, exec bool, opt StartOptions) error {
+	e := env(opt.Env)
+	g.infof("serving %s ...", zurlStr)
+	mntpt, lk, err := g.lockAbsent(ctx, zurlStr)
+	if err != nil {
+		return err
+	}
+	if exec {
+		// the lock cannot be held across exec; the server refuses to mount
+		// over a mount that appears meanwhile
+		err := prepareMountpoint(mntpt)
+		lk.Unlock()
+		if err != nil {
+			return err
+		}
+		argv := append([]string{g.exe()}, e.serverOptions(optv)...)
+		argv = append(argv, zurlStr, mntpt)
+		err = syscall.Exec(argv[0], argv, e.list())
+		removeMountpoint(mntpt)
+		return fmt.Errorf("exec %s: %w", argv[0], err)
+	}
+
+	timeout, err := g.startTimeout(e, opt.Timeout)
+	if err == nil {
+		var srv *Server
+		srv, _, err = g.spawn(ctx, zurlStr, mntpt, spawnOptions{env: e, optv: optv, timeout: timeout, foreground: true})
+		lk.Unlock()
+		if err != nil {
+			return err
+		}
+		select {
+		case <-srv.proc.exited:
+		case <-ctx.Done():
+			srv.Stop(context.Background())
+		}
+		if st := srv.proc.state; st == nil || !st.Success() {
+			return fmt.Errorf("server pid%d exited with %s", srv.proc.pid, srv.proc.exitStatus())
+		}
+		return nil
+	}
+	lk.Unlock()
+	return err
+}
+
+// Stop stops the server for zurl, whoever started it (see Server.Stop).
+// Nothing mounted is not an error.
+func (g *Gateway) Stop(ctx context.Context, zurlStr string) error {
+	g.infof("stop %s ...", zurlStr)
+	ctx, cancel := withDefaultTimeout(ctx, orDefault(g.StopTimeout, DefaultStopTimeout))
+	defer cancel()
+	mntpt, err := g.Mountpoint(zurlStr)
+	if err != nil {
+		return opError("stop", zurlStr, err)
+	}
+	lk, err := g.lockStart(ctx, mntpt)
+	if err != nil {
+		return opError("stop", zurlStr, err)
+	}
+	defer lk.Unlock()
+	srv, err := g.lookupServer(zurlStr, mntpt)
+	if err != nil {
+		return opError("stop", zurlStr, err)
+	}
+	if srv == nil {
+		g.infof("%s: not mounted", mntpt)
+		if err := removeMountpoint(mntpt); err != nil {
+			return opError("stop", zurlStr, err)
+		}
+		return nil
+	}
+	return srv.stopLocked(ctx)
+}
+
+// lookupServer returns the server mounted at mntpt for zurl (its process
+// may be gone), nil if nothing is mounted, or an error for a foreign mount.
+func (g *Gateway) lookupServer(zurlStr, mntpt string) (*Server, error) {
+	m, err := topMountAt(mntpt)
+	if err != nil || m == nil {
+		return nil, err
+	}
+	equivalent := func(z string) bool { return zurl.Equivalent(z, zurlStr) }
+	if err := m.checkOurs(equivalent); err != nil {
+		return nil, err
+	}
+	proc, err := findServer(m, equivalent)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{g: g, zurl: m.Source, mntpt: mntpt, proc: proc, mount: m}, nil
+}
+
+// Check is one line of a status report.
+type Check struct {
+	OK  bool
+	Msg string
+}
+
+func (c Check) String() string {
+	if c.OK {
+		return "ok - " + c.Msg
+	}
+	return "fail - " + c.Msg
+}
+
+// Status checks the server for zurl: mount entry, server process, then,
+// each bounded in time, stat of the mountpoint, .wcfs/zurl and .wcfs/stats.
+// It stops at the first failure, which is also returned as the error.
+func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
+	var checks []Check
+	ok := func(format string, argv ...any) { checks = append(checks, Check{true, fmt.Sprintf(format, argv...)}) }
+	fail := func(format string, argv ...any) ([]Check, error) {
+		c := Check{false, fmt.Sprintf(format, argv...)}
+		return append(checks, c), opError("status", zurlStr, errors.New(c.Msg))
+	}
+	mntpt, err := g.Mountpoint(zurlStr)
+	if err != nil {
+		return fail("%s", err)
+	}
+	m, err := topMountAt(mntpt)
+	if err != nil {
+		return fail("mount table: %s", err)
+	}
+	if m == nil {
+		return fail("mount entry: nothing mounted at %s", mntpt)
+	}
+	if err := m.checkOurs(func(z string) bool { return zurl.Equivalent(z, zurlStr) }); err != nil {
+		return fail("mount entry: %s", err)
+	}
+	ok("mount entry: %s (source %q)", m, m.Source)
+	if m.Stacked > 0 {
+		ok("mount entry: %d more mount(s) under it at %s", m.Stacked, mntpt)
+	}
+	if w, err := os.ReadFile(fmt.Sprintf("/sys/fs/fuse/connections/%d/waiting", m.Minor)); err == nil {
+		ok("FUSE connection %d: %s request(s) waiting", m.Minor, strings.TrimSpace(string(w)))
+	}
+
+	proc, err := findServer(m, func(z string) bool { return zurl.Equivalent(z, zurlStr) })
+	if err != nil {
+		return fail("server process: %s", err)
+	}
+	if proc == nil {
+		return fail("server process: none found (crashed?); clean up with: wcfs stop %s", zurlStr)
+	}
+	proc.release()
+	ok("server process: %s", describePid(proc.pid))
+
+	hung := func(what string, err error) ([]Check, error) {
+		var nr *NotRespondingError
+		if errors.As(err, &nr) {
+			return fail("%s: %s; diagnose with `wcfs status` again or stop it: wcfs stop %s", what, err, zurlStr)
+		}
+		return fail("%s: %s", what, err)
+	}
+	st, err := g.statBounded(ctx, mntpt)
+	if err != nil {
+		return hung("stat", err)
+	}
+	if st.Dev != m.Dev() {
+		return fail("stat %s: device %d:%d, mount table says %d:%d", mntpt, unix.Major(st.Dev), unix.Minor(st.Dev), m.Major, m.Minor)
+	}
+	ok("stat %s", mntpt)
+	_, data, err := g.readFileBounded(ctx, mntpt+"/.wcfs/zurl", false)
+	if err != nil {
+		return hung(".wcfs/zurl", err)
+	}
+	if !zurl.Equivalent(string(data), zurlStr) {
+		return fail(".wcfs/zurl: %q, want %q", data, zurlStr)
+	}
+	ok(".wcfs/zurl: %s", data)
+	_, data, err = g.readFileBounded(ctx, mntpt+"/.wcfs/stats", false)
+	if err != nil {
+		return hung(".wcfs/stats", err)
+	}
+	ok(".wcfs/stats: %s", strings.Join(strings.Fields(string(data)), " "))
+	return checks, nil
+}
+
+// WaitMount waits until a server for zurl serves at mntpt and returns its
+// .wcfs/zurl open. It waits on mount table changes (no polling); a dead
+// server's mount is an error.
+func (g *Gateway) WaitMount(ctx context.Context, zurlStr, mntpt string) (*os.File, error) {
+	mi, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer mi.Close()
+	// wake the poll below when ctx is done
+	wake, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(wake)
+	stop := context.AfterFunc(ctx, func() { unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0}) })
+	defer stop()
+
+	for {
+		m, err := topMountAt(mntpt)
+		if err != nil {
+			return nil, err
+		}
+		if m != nil {
+			st, err := g.classify(ctx, zurlStr, mntpt, true)
+			if err != nil {
+				return nil, err
+			}
+			switch st.kind {
+			case stateRunning:
+				return st.f, nil
+			case stateDead:
+				return nil, fmt.Errorf("%s: %s", mntpt, st.describe(mntpt))
+			}
+		}
+		fds := []unix.PollFd{{Fd: int32(mi.Fd()), Events: unix.POLLPRI}, {Fd: int32(wake), Events: unix.POLLIN}}
+		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+			return nil, fmt.Errorf("poll mount table: %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("wait for %s to be mounted: %w", mntpt, ctx.Err())
+		}
+	}
+}
+
+// IsMounted reports whether something is mounted at path (mount table only).
+func IsMounted(path string) (bool, error) {
+	m, err := topMountAt(path)
+	return m != nil, err
+}
+
+// Unmount unmounts the top mount at mntpt (lazily if lazy). When the mount
+// is busy the error names the processes using it.
+func (g *Gateway) Unmount(ctx context.Context, mntpt string, lazy bool) error {
+	m, err := topMountAt(mntpt)
+	if err == nil && m == nil {
+		err = fmt.Errorf("not a mountpoint: %s", mntpt)
+	}
+	if err == nil {
+		err = g.unmount(ctx, m, lazy)
+	}
+	if err != nil {
+		opts := ""
+		if lazy {
+			opts = "-z "
+		}
+		g.warnf("fuse_unmount %s%s: failed: %s", opts, mntpt, err)
+		return fmt.Errorf("fuse_unmount %s%s: failed: %w", opts, mntpt, err)
+	}
+	return nil
+}

@@ -1,0 +1,287 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"wendelin.dev/wcfs/gocore/zurl"
+)
+
+// WCFS is a joined server: a filesystem-level connection to it, shared by
+// all joins of its zurl in this process. It keeps .wcfs/zurl of the mount
+// open until the last Close, so that the mount stays busy and an -autoexit
+// server stays up.
+type WCFS struct {
+	g      *Gateway
+	zurl   string
+	mntpt  string
+	f      *os.File // .wcfs/zurl
+	srv    *Server  // the server this join started, or nil
+	serial uint64
+
+	njoin int // protected by g.mu
+}
+
+// Zurl returns the zurl of the first join.
+func (w *WCFS) Zurl() string { return w.zurl }
+
+// Mountpoint returns where the server is mounted.
+func (w *WCFS) Mountpoint() string { return w.mntpt }
+
+// Server returns the server this join started (autostart), or nil.
+func (w *WCFS) Server() *Server { return w.srv }
+
+// Serial identifies w among the WCFS of this Gateway: a later join after
+// the last Close gets a new WCFS with another serial.
+func (w *WCFS) Serial() uint64 { return w.serial }
+
+// HeldFd returns the descriptor of the held .wcfs/zurl.
+func (w *WCFS) HeldFd() int { return int(w.f.Fd()) }
+
+// NJoin returns how many joins this WCFS was returned for and not closed.
+func (w *WCFS) NJoin() int {
+	w.g.mu.Lock()
+	defer w.g.mu.Unlock()
+	return w.njoin
+}
+
+// Close releases one join. The last Close removes w from the registry and
+// closes .wcfs/zurl; it never stops the server. The error of that close (e.g.
+// ENOTCONN after the server crashed) is returned, the release happens anyway.
+func (w *WCFS) Close() error {
+	g := w.g
+	g.mu.Lock()
+	if w.njoin <= 0 {
+		g.mu.Unlock()
+		return fmt.Errorf("wcfs: %s: close of an already closed connection", w.mntpt)
+	}
+	w.njoin--
+	last := w.njoin == 0
+	if last && g.reg[w.mntpt] == w {
+		delete(g.reg, w.mntpt)
+	}
+	g.mu.Unlock()
+	if last {
+		if err := w.f.Close(); err != nil {
+			return fmt.Errorf("wcfs: %s: close: %w", w.mntpt, err)
+		}
+	}
+	return nil
+}
+
+// JoinOptions parametrize Join.
+type JoinOptions struct {
+	Autostart    Autostart
+	Env          []string      // the caller's environment (nil: this process's)
+	StartTimeout time.Duration // 0: $WENDELIN_CORE_WCFS_START_TIMEOUT or the Gateway's
+}
+
+// Join returns the WCFS of the server for zurl, joining it; the same WCFS
+// for every join of an equivalent zurl until its last Close. If no server
+// runs it starts one with -autoexit when autostart allows it, else it fails
+// with ErrNotRunning. A stale mount of a crashed server is cleaned first.
+// Anything else at the mountpoint is refused.
+func (g *Gateway) Join(ctx context.Context, zurlStr string, opt JoinOptions) (*WCFS, error) {
+	w, err := g.join(ctx, zurlStr, opt)
+	if err != nil {
+		return nil, opError("join", zurlStr, err)
+	}
+	return w, nil
+}
+
+func (g *Gateway) join(ctx context.Context, zurlStr string, opt JoinOptions) (*WCFS, error) {
+	mntpt, err := g.Mountpoint(zurlStr)
+	if err != nil {
+		return nil, err
+	}
+	e := env(opt.Env)
+	autostart, err := e.autostart(opt.Autostart)
+	if err != nil {
+		return nil, err
+	}
+
+	if w := g.registered(mntpt); w != nil {
+		return w, nil
+	}
+	// slow path, one at a time per mountpoint in this process
+	release, err := g.acquireJoining(ctx, mntpt)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if w := g.registered(mntpt); w != nil {
+		return w, nil
+	}
+
+	st, err := g.classify(ctx, zurlStr, mntpt, true)
+	if err != nil {
+		return nil, err
+	}
+	if st.kind == stateRunning {
+		return g.register(zurlStr, mntpt, st.f, nil), nil
+	}
+	if !autostart {
+		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, st.describe(mntpt))
+	}
+
+	lk, err := g.lockStart(ctx, mntpt)
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	// somebody may have started it while we were waiting for the lock
+	st, err = g.classify(ctx, zurlStr, mntpt, true)
+	if err != nil {
+		return nil, err
+	}
+	if st.kind == stateRunning {
+		return g.register(zurlStr, mntpt, st.f, nil), nil
+	}
+	if err := g.cleanStale(ctx, zurlStr, st); err != nil {
+		return nil, err
+	}
+	timeout, err := g.startTimeout(e, opt.StartTimeout)
+	if err != nil {
+		return nil, err
+	}
+	srv, f, err := g.spawn(ctx, zurlStr, mntpt, spawnOptions{
+		env: e, optv: []string{"-autoexit"}, timeout: timeout, keep: true})
+	if err != nil {
+		return nil, err
+	}
+	return g.register(zurlStr, mntpt, f, srv), nil
+}
+
+// registered returns the registered WCFS of mntpt with one more join.
+func (g *Gateway) registered(mntpt string) *WCFS {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	w := g.reg[mntpt]
+	if w != nil {
+		w.njoin++
+	}
+	return w
+}
+
+func (g *Gateway) register(zurlStr, mntpt string, f *os.File, srv *Server) *WCFS {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.reg == nil {
+		g.reg = map[string]*WCFS{}
+	}
+	g.serialno++
+	w := &WCFS{g: g, zurl: zurlStr, mntpt: mntpt, f: f, srv: srv, serial: g.serialno, njoin: 1}
+	g.reg[mntpt] = w
+	return w
+}
+
+// acquireJoining serializes the slow join path per mountpoint.
+func (g *Gateway) acquireJoining(ctx context.Context, mntpt string) (release func(), err error) {
+	g.mu.Lock()
+	if g.joining == nil {
+		g.joining = map[string]chan struct{}{}
+	}
+	sem := g.joining[mntpt]
+	if sem == nil {
+		sem = make(chan struct{}, 1)
+		g.joining[mntpt] = sem
+	}
+	g.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+		return func() { <-sem }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type stateKind int
+
+const (
+	stateAbsent  stateKind = iota // nothing mounted
+	stateRunning                  // our server answers
+	stateDead                     // our server's mount is there, the server is gone
+)
+
+// mountState is the classified state of a mountpoint.
+type mountState struct {
+	kind  stateKind
+	mount *Mount   // stateRunning, stateDead
+	f     *os.File // stateRunning: .wcfs/zurl if kept open
+	cause error    // stateDead: what the probe got
+}
+
+func (st mountState) describe(mntpt string) string {
+	switch st.kind {
+	case stateDead:
+		return fmt.Sprintf("the previous server died and left a stale mount at %s: %v", mntpt, st.cause)
+	case stateRunning:
+		return "running at " + mntpt
+	}
+	return "nothing mounted at " + mntpt
+}
+
+// classify tells the state of mntpt for zurl (see the package doc). Foreign
+// mounts, hung servers and unexpected errors are returned as errors. With
+// keep, a running server's .wcfs/zurl is returned open.
+func (g *Gateway) classify(ctx context.Context, zurlStr, mntpt string, keep bool) (mountState, error) {
+	equivalent := func(z string) bool { return zurl.Equivalent(z, zurlStr) }
+	for retry := 0; ; retry++ {
+		m, err := topMountAt(mntpt)
+		if err != nil {
+			return mountState{}, err
+		}
+		if m == nil {
+			return mountState{kind: stateAbsent}, nil
+		}
+		if err := m.checkOurs(equivalent); err != nil {
+			return mountState{}, err
+		}
+		f, data, err := g.readFileBounded(ctx, mntpt+"/.wcfs/zurl", keep)
+		switch {
+		case err == nil:
+			if !equivalent(string(data)) {
+				if f != nil {
+					f.Close()
+				}
+				return mountState{}, fmt.Errorf("%s/.wcfs/zurl is %q, not %q: refusing to use it", mntpt, data, zurlStr)
+			}
+			return mountState{kind: stateRunning, mount: m, f: f}, nil
+		case isDeadFUSE(err):
+			return mountState{kind: stateDead, mount: m, cause: err}, nil
+		case errors.Is(err, os.ErrNotExist) && retry == 0:
+			continue // unmounted meanwhile? look again
+		case errors.Is(err, os.ErrNotExist):
+			return mountState{}, fmt.Errorf("%s is a wcfs mount without .wcfs/zurl: refusing to use it", mntpt)
+		}
+		return mountState{}, err
+	}
+}
+
+// cleanStale removes the stale mount of a dead server (state stateDead):
+// the server process, if any is left, is stopped as by Server.Stop.
+func (g *Gateway) cleanStale(ctx context.Context, zurlStr string, st mountState) error {
+	if st.kind != stateDead {
+		return nil
+	}
+	g.warnf("wcfs: %s: cleaning the stale mount of a dead server (%v)", st.mount.Point, st.cause)
+	proc, err := findServer(st.mount, func(z string) bool { return zurl.Equivalent(z, zurlStr) })
+	if err != nil {
+		return err
+	}
+	srv := &Server{g: g, zurl: zurlStr, mntpt: st.mount.Point, proc: proc, mount: st.mount}
+	sctx, cancel := withDefaultTimeout(ctx, orDefault(g.StopTimeout, DefaultStopTimeout))
+	defer cancel()
+	if err := srv.stopLocked(sctx); err != nil {
+		return fmt.Errorf("clean the stale mount: %w", err)
+	}
+	return nil
+}

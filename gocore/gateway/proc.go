@@ -1,0 +1,291 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/procfs"
+	"golang.org/x/sys/unix"
+)
+
+// process is a server process: a child spawned by this process (waited by
+// a reaper goroutine), or another process found in the process table
+// (watched through a pidfd). Either way signals and waits cannot hit a
+// recycled pid.
+type process struct {
+	pid int
+
+	cmd    *exec.Cmd     // child only
+	exited chan struct{} // child only: closed once reaped
+	state  *os.ProcessState
+
+	pidfd int // non-child only
+}
+
+// startChild starts cmd and a goroutine that reaps it.
+func startChild(cmd *exec.Cmd) (*process, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &process{pid: cmd.Process.Pid, cmd: cmd, exited: make(chan struct{}), pidfd: -1}
+	go func() {
+		cmd.Wait()
+		p.state = cmd.ProcessState
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// openProcess returns a handle on the running process pid, provided that
+// match still accepts it once the handle is open (the pid was not recycled
+// in between).
+func openProcess(pid int, match func(procfs.Proc) bool) (*process, error) {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	p, err := procfs.NewProc(pid)
+	if err != nil || !match(p) {
+		unix.Close(fd)
+		return nil, fmt.Errorf("process %d went away", pid)
+	}
+	return &process{pid: pid, pidfd: fd}, nil
+}
+
+func (p *process) isChild() bool { return p.cmd != nil }
+
+// signal sends sig to the process.
+func (p *process) signal(sig syscall.Signal) error {
+	if p.isChild() {
+		return p.cmd.Process.Signal(sig)
+	}
+	return unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+}
+
+// wait waits up to d (and at most until ctx is done) for the process to
+// exit, and reports whether it did.
+func (p *process) wait(ctx context.Context, d time.Duration) bool {
+	if p.isChild() {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-p.exited:
+			return true
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		return p.hasExited()
+	}
+	deadline := time.Now().Add(d)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	for {
+		ms := max(int(time.Until(deadline)/time.Millisecond), 0)
+		fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, ms)
+		if err == unix.EINTR {
+			continue
+		}
+		return err == nil && n > 0
+	}
+}
+
+// hasExited reports whether the process exited (without waiting).
+func (p *process) hasExited() bool {
+	if p.isChild() {
+		select {
+		case <-p.exited:
+			return true
+		default:
+			return false
+		}
+	}
+	return p.wait(context.Background(), 0)
+}
+
+// exitStatus describes how a child exited.
+func (p *process) exitStatus() string {
+	if p.state == nil {
+		return "unknown status"
+	}
+	if ws, ok := p.state.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "signal " + ws.Signal().String()
+	}
+	return fmt.Sprintf("status %d", p.state.ExitCode())
+}
+
+func (p *process) release() {
+	if !p.isChild() && p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
+}
+
+// findServer finds the process serving mount m: uid equal to the mount's
+// user_id, argv ending in "ZURL MOUNTPOINT" with an equivalent zurl, and
+// an open /dev/fuse. It returns nil if there is none (it died).
+func findServer(m *Mount, equivalent func(string) bool) (*process, error) {
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return nil, fmt.Errorf("process table: %w", err)
+	}
+	match := func(p procfs.Proc) bool {
+		argv, err := p.CmdLine()
+		if err != nil || len(argv) < 3 || argv[len(argv)-1] != m.Point || !equivalent(argv[len(argv)-2]) {
+			return false
+		}
+		st, err := p.NewStatus()
+		if err != nil || int(st.UIDs[1]) != m.UserID {
+			return false
+		}
+		targets, _ := p.FileDescriptorTargets()
+		for _, t := range targets {
+			if t == "/dev/fuse" {
+				return true
+			}
+		}
+		return false
+	}
+	var pids []int
+	for _, p := range procs {
+		if p.PID != os.Getpid() && match(p) {
+			pids = append(pids, p.PID)
+		}
+	}
+	switch len(pids) {
+	case 0:
+		return nil, nil
+	case 1:
+		return openProcess(pids[0], match)
+	}
+	return nil, fmt.Errorf("several processes serve %s: %s", m.Point, describePids(pids))
+}
+
+// describePid returns "pid N (argv)".
+func describePid(pid int) string {
+	s := fmt.Sprintf("pid %d", pid)
+	if p, err := procfs.NewProc(pid); err == nil {
+		if argv, err := p.CmdLine(); err == nil && len(argv) > 0 {
+			s += " (" + strings.Join(argv, " ") + ")"
+		}
+	}
+	if pid == os.Getpid() {
+		s += " [this process]"
+	}
+	return s
+}
+
+func describePids(pids []int) string {
+	if len(pids) == 0 {
+		return "unknown process"
+	}
+	var v []string
+	for _, pid := range pids {
+		v = append(v, describePid(pid))
+	}
+	return strings.Join(v, ", ")
+}
+
+// Holder is a process that keeps a mount busy, and how.
+type Holder struct {
+	Pid  int
+	Argv []string
+	Uses []string // "fd 3 -> /path", "cwd -> /path", "mmap -> /path", ...
+}
+
+func (h Holder) String() string {
+	s := describePid(h.Pid)
+	for _, u := range h.Uses {
+		s += "\n\t" + u
+	}
+	return s
+}
+
+// holders lists the processes using mount m. It reads /proc only: fdinfo
+// mnt_id, memory maps' device, cwd/root/exe links; it never touches the
+// mount (which may hang).
+func holders(m *Mount) ([]Holder, error) {
+	procs, err := procfs.AllProcs()
+	if err != nil {
+		return nil, fmt.Errorf("process table: %w", err)
+	}
+	mntID := strconv.Itoa(m.ID)
+	under := func(path string) bool {
+		return path == m.Point || strings.HasPrefix(path, m.Point+"/")
+	}
+	var hv []Holder
+	for _, p := range procs {
+		var uses []string
+		for _, link := range []string{"cwd", "root", "exe"} {
+			if t, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(p.PID), link)); err == nil && under(t) {
+				uses = append(uses, link+" -> "+t)
+			}
+		}
+		if infos, err := p.FileDescriptorsInfo(); err == nil {
+			sort.Slice(infos, func(i, j int) bool { return atoi(infos[i].FD) < atoi(infos[j].FD) })
+			for _, fi := range infos {
+				if fi.MntID == mntID {
+					t, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(p.PID), "fd", fi.FD))
+					uses = append(uses, "fd "+fi.FD+" -> "+t)
+				}
+			}
+		}
+		if maps, err := p.ProcMaps(); err == nil {
+			seen := map[string]bool{}
+			for _, pm := range maps {
+				if pm.Dev == m.Dev() && !seen[pm.Pathname] {
+					seen[pm.Pathname] = true
+					uses = append(uses, "mmap -> "+pm.Pathname)
+				}
+			}
+		}
+		if len(uses) > 0 {
+			argv, _ := p.CmdLine()
+			hv = append(hv, Holder{Pid: p.PID, Argv: argv, Uses: uses})
+		}
+	}
+	return hv, nil
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// kernelStacks returns the kernel stack of every thread of pid
+// (/proc/PID/task/TID/stack; needs root).
+func kernelStacks(pid int) string {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return fmt.Sprintf("pid %d: %s\n", pid, errors.Unwrap(err))
+	}
+	var b strings.Builder
+	for _, t := range tasks {
+		comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/comm", pid, t.Name()))
+		stack, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stack", pid, t.Name()))
+		fmt.Fprintf(&b, "pid %d tid %s (%s):\n", pid, t.Name(), strings.TrimSpace(string(comm)))
+		if err != nil {
+			fmt.Fprintf(&b, "\t%s\n", err)
+			continue
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(stack)), "\n") {
+			b.WriteString("\t" + line + "\n")
+		}
+	}
+	return b.String()
+}

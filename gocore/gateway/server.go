@@ -1,0 +1,394 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/zurl"
+)
+
+// Server is a running WCFS server: one spawned by this process (Start,
+// Join with autostart), or one found running (Stop by zurl).
+type Server struct {
+	g     *Gateway
+	zurl  string
+	mntpt string
+	proc  *process // nil if no server process was found (it died)
+	mount *Mount   // its mount, once known
+
+	mu    sync.Mutex // protects abort
+	abort *os.File   // the FUSE connection's abort file, opened at start
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Zurl returns the zurl the server was started with.
+func (s *Server) Zurl() string { return s.zurl }
+
+// Mountpoint returns where the server is mounted.
+func (s *Server) Mountpoint() string { return s.mntpt }
+
+// Pid returns the server's process id, 0 if there is no server process.
+func (s *Server) Pid() int {
+	if s.proc == nil {
+		return 0
+	}
+	return s.proc.pid
+}
+
+// Exited reports whether the server process exited.
+func (s *Server) Exited() bool {
+	return s.proc == nil || s.proc.hasExited()
+}
+
+// AbortFile returns the opened FUSE abort file of the server's connection
+// (writing "1\n" to it aborts the connection), or nil once stopped.
+func (s *Server) AbortFile() *os.File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abort
+}
+
+// spawnOptions say how to spawn a server.
+type spawnOptions struct {
+	env        env
+	optv       []string      // server options (after $WENDELIN_CORE_WCFS_OPTIONS)
+	timeout    time.Duration // readiness
+	keep       bool          // return .wcfs/zurl open
+	foreground bool          // same session and stdio as the caller (serve)
+}
+
+// spawn starts a server for zurl at mntpt and waits until it serves. The
+// caller holds the start lock and made sure nothing is mounted at mntpt.
+// On failure whatever was started is stopped.
+func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptions) (*Server, *os.File, error) {
+	if err := ensureRoot(g.root()); err != nil {
+		return nil, nil, err
+	}
+	if err := prepareMountpoint(mntpt); err != nil {
+		return nil, nil, err
+	}
+	nl, err := listenNotify()
+	if err != nil {
+		removeMountpoint(mntpt)
+		return nil, nil, err
+	}
+	defer nl.Close()
+
+	exe := g.exe()
+	cmd := exec.Command(exe, append(o.env.serverOptions(o.optv), zurlStr, mntpt)...)
+	cmd.Env = childEnv(o.env.list(), nl.Addr)
+	if o.foreground {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	} else {
+		out := g.ServerOutput
+		if out == nil {
+			out = os.Stderr
+		}
+		cmd.Stdout, cmd.Stderr = out, out
+		cmd.Dir = "/" // do not pin the caller's cwd
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	g.infof("starting for %s ...", zurlStr)
+	proc, err := startChild(cmd)
+	if err != nil {
+		removeMountpoint(mntpt)
+		return nil, nil, fmt.Errorf("spawn server: %w", err)
+	}
+	nl.Start(proc.pid)
+	srv := &Server{g: g, zurl: zurlStr, mntpt: mntpt, proc: proc}
+
+	f, err := func() (*os.File, error) {
+		if err := g.waitReady(ctx, srv, nl, o.timeout); err != nil {
+			return nil, err
+		}
+		return srv.verifyStarted(ctx, o.keep)
+	}()
+	if err != nil {
+		// stop what was started, even if ctx is done
+		sctx, cancel := context.WithTimeout(context.Background(), orDefault(g.StopTimeout, DefaultStopTimeout))
+		defer cancel()
+		if serr := srv.stopLocked(sctx); serr != nil {
+			err = fmt.Errorf("%w; stopping it: %w", err, serr)
+		}
+		return nil, nil, err
+	}
+	g.infof("started pid%d @ %s", proc.pid, mntpt)
+	return srv, f, nil
+}
+
+// waitReady waits for READY=1 from the server, its exit, ctx or the timeout.
+func (g *Gateway) waitReady(ctx context.Context, srv *Server, nl *notifyListener, timeout time.Duration) error {
+	pid := srv.proc.pid
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	slow := time.NewTimer(min(10*time.Second, timeout/2))
+	defer slow.Stop()
+	for {
+		select {
+		case <-nl.Changed():
+			if nl.State().Ready {
+				return nil
+			}
+		case <-srv.proc.exited:
+			st := nl.Close() // what it said before exiting is queued: drained by Close
+			msg := fmt.Sprintf("server pid%d exited with %s before it was ready", pid, srv.proc.exitStatus())
+			if st.Status != "" {
+				msg += ": " + st.Status
+			}
+			if st.Errno != 0 {
+				return fmt.Errorf("%s: %w", msg, unix.Errno(st.Errno))
+			}
+			return errors.New(msg)
+		case <-slow.C:
+			g.warnf("wcfs: start %s: server pid%d not ready after %s, waiting up to %s (%s)",
+				srv.zurl, pid, min(10*time.Second, timeout/2), timeout, nl.State().Status)
+		case <-deadline.C:
+			g.warnf("wcfs: start %s: server pid%d not ready within %s; its kernel stacks:\n%s",
+				srv.zurl, pid, timeout, kernelStacks(pid))
+			g.warnf("-> kill -QUIT wcfs pid%d (goroutine dump to its stderr)", pid)
+			srv.proc.signal(unix.SIGQUIT)
+			srv.proc.wait(context.Background(), time.Second)
+			return fmt.Errorf("server pid%d not ready within %s (start timeout, see $%s); "+
+				"its goroutine dump went to its stderr", pid, timeout, EnvStartTimeout)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for server pid%d to be ready: %w", pid, ctx.Err())
+		}
+	}
+}
+
+// verifyStarted checks a server that said it is ready: its mount is in the
+// mount table as ours, .wcfs/zurl reads back the zurl, and the FUSE abort
+// file opens. It returns .wcfs/zurl still open if keep.
+func (s *Server) verifyStarted(ctx context.Context, keep bool) (*os.File, error) {
+	m, err := topMountAt(s.mntpt)
+	if err != nil {
+		return nil, err
+	}
+	if m == nil {
+		return nil, fmt.Errorf("server pid%d reported ready, but nothing is mounted at %s", s.proc.pid, s.mntpt)
+	}
+	if err := m.checkOurs(func(src string) bool { return zurl.Equivalent(src, s.zurl) }); err != nil {
+		return nil, err
+	}
+	s.mount = m
+	f, data, err := s.g.readFileBounded(ctx, s.mntpt+"/.wcfs/zurl", keep)
+	if err != nil {
+		return nil, err
+	}
+	if string(data) != s.zurl {
+		if f != nil {
+			f.Close()
+		}
+		return nil, fmt.Errorf(".wcfs/zurl != zurl  (%q != %q)", data, s.zurl)
+	}
+	abort, err := os.OpenFile(m.AbortPath(), os.O_WRONLY, 0)
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return nil, fmt.Errorf("open the FUSE connection's abort file: %w "+
+			"(is fusectl mounted? mount -t fusectl none /sys/fs/fuse/connections)", err)
+	}
+	s.mu.Lock()
+	s.abort = abort
+	s.mu.Unlock()
+	return f, nil
+}
+
+// Stop stops the server (see the package doc for the escalation) within
+// ctx's deadline, StopTimeout if it has none. It runs at most once; later
+// calls return the first result. It takes the start lock of the mountpoint
+// so that nobody starts a server there meanwhile.
+func (s *Server) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		ctx, cancel := withDefaultTimeout(ctx, orDefault(s.g.StopTimeout, DefaultStopTimeout))
+		defer cancel()
+		lk, err := s.g.lockStart(ctx, s.mntpt)
+		if err != nil {
+			s.g.warnf("wcfs: stop %s: %s; stopping without it", s.zurl, err)
+		}
+		s.stopErr = s.stopLocked(ctx)
+		if lk != nil {
+			lk.Unlock()
+		}
+	})
+	return s.stopErr
+}
+
+// currentMount returns the server's mount if it is still the top mount at
+// the mountpoint.
+func (s *Server) currentMount() *Mount {
+	m, err := topMountAt(s.mntpt)
+	if err != nil || m == nil {
+		return nil
+	}
+	if s.mount != nil {
+		if m.ID != s.mount.ID {
+			return nil // not ours to touch
+		}
+		return m
+	}
+	if m.checkOurs(func(src string) bool { return zurl.Equivalent(src, s.zurl) }) != nil {
+		return nil
+	}
+	return m
+}
+
+// stopLocked is Stop with the start lock held (or not needed).
+func (s *Server) stopLocked(ctx context.Context) error {
+	g := s.g
+	total := time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		total = max(time.Until(dl), 0)
+	}
+	// share returns a fraction of the stop budget; at least 0.1s, so that
+	// an expired context still gives each step a chance.
+	share := func(f float64) time.Duration {
+		return max(time.Duration(f*float64(total)), 100*time.Millisecond)
+	}
+	stepCtx := func(d time.Duration) (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), d)
+	}
+	pid := s.Pid()
+	if s.proc != nil && !s.proc.hasExited() {
+		g.infof("unmount/stop wcfs pid%d @ %s", pid, s.mntpt)
+	} else {
+		g.infof("unmount/stop wcfs (not running) @ %s", s.mntpt)
+	}
+	var errv []error
+
+	// 1. clean unmount; on failure SIGTERM + abort the FUSE connection
+	if m := s.currentMount(); m != nil {
+		uctx, cancel := stepCtx(share(0.1))
+		err := g.unmount(uctx, m, false)
+		cancel()
+		if err != nil {
+			g.warnf("%s", err)
+			if s.proc != nil && !s.proc.hasExited() {
+				g.warnf("-> kill -TERM wcfs pid%d", pid)
+				s.proc.signal(unix.SIGTERM)
+			}
+			g.warnf("-> abort FUSE connection %d", m.Minor)
+			if aerr := s.abortConn(m); aerr != nil {
+				errv = append(errv, aerr)
+			}
+		}
+	}
+
+	// 2. wait for the server to exit; SIGQUIT (goroutine dump); SIGKILL
+	if s.proc != nil {
+		if !s.proc.wait(context.Background(), share(0.4)) {
+			g.warnf("wcfs pid%d does not exit; its kernel stacks:\n%s", pid, kernelStacks(pid))
+			g.warnf("-> kill -QUIT wcfs pid%d", pid)
+			s.proc.signal(unix.SIGQUIT)
+			if !s.proc.wait(context.Background(), share(0.2)) {
+				g.warnf("wcfs pid%d does not exit (after SIGQUIT)", pid)
+				g.warnf("-> kill -KILL wcfs pid%d", pid)
+				s.proc.signal(unix.SIGKILL)
+				if !s.proc.wait(context.Background(), share(0.2)) {
+					errv = append(errv, fmt.Errorf("server pid%d does not exit even after SIGKILL "+
+						"(stuck in the kernel?); its kernel stacks:\n%s", pid, kernelStacks(pid)))
+				}
+			}
+		}
+		s.proc.release()
+	}
+	s.mu.Lock()
+	if s.abort != nil {
+		s.abort.Close()
+		s.abort = nil
+	}
+	s.mu.Unlock()
+
+	// 3. detach what is still mounted: its users get ENOTCONN on access
+	if m := s.currentMount(); m != nil {
+		g.warnf("-> unmount -z %s", m.Point)
+		uctx, cancel := stepCtx(share(0.1))
+		if err := g.unmount(uctx, m, true); err != nil {
+			errv = append(errv, err)
+		}
+		cancel()
+	}
+
+	// 4. remove the mountpoint directory, unless something is mounted there
+	if top, err := topMountAt(s.mntpt); err != nil {
+		errv = append(errv, err)
+	} else if top == nil {
+		if err := removeMountpoint(s.mntpt); err != nil {
+			errv = append(errv, err)
+		}
+	} else if s.mount == nil || top.ID != s.mount.ID {
+		g.infof("%s: another mount is there now (%s); leaving it", s.mntpt, top)
+	} else {
+		errv = append(errv, fmt.Errorf("%s is still mounted", s.mntpt))
+	}
+
+	if err := errors.Join(errv...); err != nil {
+		return opError("stop", s.zurl, err)
+	}
+	return nil
+}
+
+// abortConn aborts the FUSE connection of m: every pending and future
+// request fails with ENOTCONN and the server's /dev/fuse reads fail.
+func (s *Server) abortConn(m *Mount) error {
+	s.mu.Lock()
+	f := s.abort
+	s.mu.Unlock()
+	if f == nil {
+		var err error
+		f, err = os.OpenFile(m.AbortPath(), os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("abort FUSE connection: %w", err)
+		}
+		defer f.Close()
+	}
+	if _, err := f.Write([]byte("1\n")); err != nil {
+		return fmt.Errorf("abort FUSE connection %d: %w", m.Minor, err)
+	}
+	return nil
+}
+
+// StuckDump describes the server and its clients for diagnosing a hang:
+// the kernel stacks of the server's threads, and the processes using its
+// mount with what they use and their kernel stacks. It never touches the
+// mount.
+func (s *Server) StuckDump() string {
+	var b strings.Builder
+	if s.proc != nil {
+		fmt.Fprintf(&b, "wcfs server %s:\n%s", describePid(s.proc.pid), kernelStacks(s.proc.pid))
+	} else {
+		b.WriteString("wcfs server: no process\n")
+	}
+	m := s.currentMount()
+	if m == nil {
+		fmt.Fprintf(&b, "nothing of ours mounted at %s\n", s.mntpt)
+		return b.String()
+	}
+	hv, err := holders(m)
+	if err != nil {
+		fmt.Fprintf(&b, "clients of %s: %s\n", m.Point, err)
+	}
+	fmt.Fprintf(&b, "clients of %s: %d\n", m, len(hv))
+	for _, h := range hv {
+		b.WriteString(h.String() + "\n")
+		b.WriteString(kernelStacks(h.Pid))
+	}
+	return b.String()
+}
