@@ -171,12 +171,16 @@ func TestErrors(t *testing.T) {
 		!strings.Contains(err.Error(), "zf: blk 0: 4097 bytes > blksize 4096") {
 		t.Errorf("too long block: %v", err)
 	}
-	if _, err := db.Exec(map[string]any{"op": "delete_block", "name": "zf", "blk": 3}); err == nil ||
-		!strings.Contains(err.Error(), "zf: blk 3 is already a hole") {
-		t.Errorf("delete hole: %v", err)
+	if _, err := db.Exec(map[string]any{"op": "set_format", "name": "zf", "blk": 3, "fmt": "ZBlk1"}); err == nil ||
+		!strings.Contains(err.Error(), "zf: blk 3 is a hole") {
+		t.Errorf("set_format of a hole: %v", err)
 	}
 	db.WriteBlock("zf", 0, []byte("ok")) // the server survived the errors
 	db.Commit("ok")
+	db.DeleteBlock("zf", 3) // a hole: nothing to do
+	if tid, _ := db.CommitChanged("nothing"); tid != 0 {
+		t.Errorf("deleting a hole committed %s", tid)
+	}
 	db.Close()
 	if _, err := db.Exec(map[string]any{"op": "ping"}); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Errorf("after close: %v", err)

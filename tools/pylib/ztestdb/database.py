@@ -108,6 +108,7 @@ class Database:
         self._changed = {}     # names of files really changed in this transaction
         self._stored = {}      # name -> set of blks stored in this transaction
         self._states = {}      # name -> manifest entry as of head
+        self._hashers = {}     # name -> manifest.FileHasher (incremental file hashes)
 
         name = os.path.basename(addr) if kind == "file" else self.zurl
         self._manifest = _m.new_manifest(name, _m.generator_name(), dataset)
@@ -302,12 +303,8 @@ class Database:
     # ---- structural changes ----
 
     def delete_block(self, name, blk):
-        """Delete blktab[blk]: the block becomes a hole (error if it is one)."""
-        f = self._file(name)
-        _check_blk(blk)
-        if blk not in f.blocks:
-            raise ZTestDBError("%s: blk %d is already a hole" % (name, blk))
-        self.punch_hole(name, blk, blk + 1)
+        """Delete blktab[blk]: the block becomes a hole (nothing to do for a hole)."""
+        self.punch_hole(name, _check_blk(blk), blk + 1)
 
     def punch_hole(self, name, lo, hi):
         """Delete every blktab entry in [lo, hi): those blocks read as zeros."""
@@ -315,10 +312,13 @@ class Database:
         _check_blk(lo)
         if not isinstance(hi, int) or hi < lo:
             raise ZTestDBError("%s: bad block range [%r, %r)" % (name, lo, hi))
+        doomed = [k for k in f.blocks if lo <= k < hi]
+        if not doomed:
+            return
         self._touch(name)
         self._store(name)
         blktab = f.zfile.blktab
-        for blk in [k for k in f.blocks if lo <= k < hi]:
+        for blk in doomed:
             del blktab[blk]
             del f.blocks[blk]
             self._changed[name] = True
@@ -417,7 +417,8 @@ class Database:
             return None
         for name in self._undo:
             self._resync(name)
-        self._record_txn(tid, description, list(self._changed))
+        # changed files in the order they were first touched in the transaction
+        self._record_txn(tid, description, [n for n in self._undo if n in self._changed])
         self._reset_txn()
         self._conn.cacheGC()
         return tid
@@ -464,11 +465,18 @@ class Database:
         for name, f in self._files.items():
             st = self._states.get(name)
             if st is None or name in self._undo or st["oid"] != f.oid:
-                st = _m.file_state(f.oid, f.blksize, f.blocks, hash_limit=self.hash_limit)
+                hasher = self._hashers.get(name)
+                if hasher is None:
+                    hasher = self._hashers[name] = _m.FileHasher()
+                st = _m.file_state(f.oid, f.blksize, f.blocks, hash_limit=self.hash_limit,
+                                   hasher=hasher)
             files[name] = st
             self._manifest["files"][name] = {"oid": f.oid, "root_key": name,
                                              "blksize": f.blksize}
         self._states = files
+        for name in list(self._hashers):
+            if name not in files:
+                del self._hashers[name]
         self._manifest["transactions"].append({
             "tid": tid, "description": description, "changed_files": changed, "files": files,
         })

@@ -82,63 +82,96 @@ def _zero(n):
 class Block:
     """One block present in blktab: format, ZBlk oid (hex) and data (zeros stripped).
 
-    Immutable; the sha256 of the blksize-padded block is computed once.
+    Immutable; the sha256 of the blksize-padded block and the manifest entry are
+    computed once (entries are shared between the transactions that have them).
     """
 
-    __slots__ = ("fmt", "oid", "data", "_sha", "_sha_blksize")
+    __slots__ = ("fmt", "oid", "data", "_sha", "_entry", "_blksize")
 
     def __init__(self, fmt, oid, data):
         self.fmt = fmt
         self.oid = oid
         self.data = data
-        self._sha = None
-        self._sha_blksize = None
+        self._sha = self._entry = self._blksize = None
 
     def with_identity(self, fmt, oid):
         """The same data under another format/oid (keeps the cached hash)."""
         b = Block(fmt, oid, self.data)
-        b._sha, b._sha_blksize = self._sha, self._sha_blksize
+        b._sha, b._blksize = self._sha, self._blksize
         return b
 
     def sha256(self, blksize):
-        if self._sha is None or self._sha_blksize != blksize:
+        if self._sha is None or self._blksize != blksize:
             h = hashlib.sha256(self.data)
-            h.update(_zero(blksize - len(self.data)))
-            self._sha, self._sha_blksize = h.hexdigest(), blksize
+            h.update(_zero(blksize)[:blksize - len(self.data)])
+            self._sha, self._entry, self._blksize = h.hexdigest(), None, blksize
         return self._sha
+
+    def entry(self, blksize):
+        """The block's manifest entry {fmt, oid, datalen, sha256}."""
+        sha = self.sha256(blksize)
+        if self._entry is None:
+            self._entry = {"fmt": self.fmt, "oid": self.oid, "datalen": len(self.data),
+                           "sha256": sha}
+        return self._entry
 
     def __repr__(self):
         return "Block(%s, %s, %d bytes)" % (self.fmt, self.oid, len(self.data))
 
 
-def file_state(oid, blksize, blocks, *, hash_limit=HASH_LIMIT):
-    """Manifest entry of a file: blocks maps blk (int) -> Block."""
-    keys = sorted(blocks)
-    size = (keys[-1] + 1) * blksize if keys else 0
-    sha = None
-    if size <= hash_limit:
-        h = hashlib.sha256()
+class FileHasher:
+    """Incremental sha256 of a file's content across revisions.
+
+    Keeps the hash state after every present block, so that hashing the next
+    revision of the same file resumes at its first changed block (appends and
+    changes near the end cost what they change).
+    """
+
+    def __init__(self):
+        self.blksize = None
+        self.keys = []      # present blocks hashed, ascending
+        self.datas = []     # their data objects (compared by identity)
+        self.states = []    # hash state after each of them (holes before it included)
+
+    def sha256(self, blksize, blocks):
+        keys = sorted(blocks)
+        i = 0
+        if blksize == self.blksize:
+            n = min(len(keys), len(self.keys))
+            while i < n and self.keys[i] == keys[i] and self.datas[i] is blocks[keys[i]].data:
+                i += 1
+        self.blksize = blksize
+        del self.keys[i:], self.datas[i:], self.states[i:]
+        h = self.states[i - 1].copy() if i else hashlib.sha256()
+        nxt = keys[i - 1] + 1 if i else 0
         zero = _zero(blksize)
-        nxt = 0
-        for blk in keys:
+        for blk in keys[i:]:
             for _ in range(blk - nxt):
                 h.update(zero)
             data = blocks[blk].data
             h.update(data)
             h.update(zero[:blksize - len(data)])
             nxt = blk + 1
-        sha = h.hexdigest()
+            self.keys.append(blk)
+            self.datas.append(data)
+            self.states.append(h.copy())
+        return h.hexdigest()
+
+
+def file_state(oid, blksize, blocks, *, hash_limit=HASH_LIMIT, hasher=None):
+    """Manifest entry of a file: blocks maps blk (int) -> Block.
+
+    hasher (a FileHasher of this file) makes hashing incremental across calls.
+    """
+    keys = sorted(blocks)
+    size = (keys[-1] + 1) * blksize if keys else 0
+    sha = None
+    if size <= hash_limit:
+        sha = (hasher or FileHasher()).sha256(blksize, blocks)
     return {
         "size": size,
         "sha256": sha,
-        "blocks": {
-            str(blk): {
-                "fmt": blocks[blk].fmt,
-                "oid": blocks[blk].oid,
-                "datalen": len(blocks[blk].data),
-                "sha256": blocks[blk].sha256(blksize),
-            } for blk in keys
-        },
+        "blocks": {str(blk): blocks[blk].entry(blksize) for blk in keys},
         "oid": oid,
         "blksize": blksize,
     }

@@ -96,17 +96,19 @@ class ZBlk0(ZBlkBase):
     def loadblkdata(self):
         self._p_activate()
         data = self._v_blkdata
+        if self._p_jar is None or self._p_changed:
+            # new, or set in this transaction: the data is pending here
+            return b"" if data is None else bytes(data)
         if data is None:
-            if self._p_jar is None or self._p_changed:
-                return b""  # new placeholder, never set
-            # state was handed to the database at commit (see __getstate__):
-            # reload it from the database.
+            # already handed out (see below) or to the database at commit
+            # (see __getstate__): reload it from the database
             Persistent._p_invalidate(self)
             self._p_activate()
             data = self._v_blkdata
-            if data is None:
-                return b""
-        return bytes(data)
+        # like wendelin.core: the data was an intermediate copy on its way from
+        # the database; do not keep it in the live cache
+        self._v_blkdata = None
+        return b"" if data is None else bytes(data)
 
     def setblkdata(self, buf):
         if not isinstance(buf, bytes):
