@@ -22,8 +22,7 @@ import ztestdb
 from ztestdb import Database, KiB, MiB, ZTestDBError
 from ztestdb import manifest as zm
 from wendelin.bigfile import file_zodb
-from wendelin.bigfile.file_zodb import (InvalidBlockData, ZBigFile, ZBlk, ZBlk0, ZBlk1,
-                                        ZData)
+from wendelin.bigfile.file_zodb import InvalidBlockData, ZBigFile, ZBlk0, ZBlk1, ZData
 
 
 def rnd(rng, n):
@@ -250,21 +249,22 @@ def test_zbigfile_validation():
     assert f.size() == 48 and f.loadblk(2) == b"ab" + bytes(14) and f.loadblk(0) == bytes(16)
 
 
-def test_default_format_from_environment():
-    code = "import wendelin.bigfile.file_zodb as f; print(f.ZBlk_fmt_write)"
-    env = toolkit_env()
+def test_default_format_from_environment(monkeypatch):
+    """$WENDELIN_CORE_ZBLK_FMT, default by $WENDELIN_CORE_VIRTMEM (read at import)."""
     for virtmem, fmt, want in (("rw:uvmm", None, "ZBlk0"), ("r:wcfs+w:uvmm", None, "auto"),
                                ("rw:uvmm", "ZBlk1", "ZBlk1")):
-        env["WENDELIN_CORE_VIRTMEM"] = virtmem
-        env.pop("WENDELIN_CORE_ZBLK_FMT", None)
+        monkeypatch.setenv("WENDELIN_CORE_VIRTMEM", virtmem)
         if fmt:
-            env["WENDELIN_CORE_ZBLK_FMT"] = fmt
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True).stdout
-        assert out.strip() == want
-    env["WENDELIN_CORE_ZBLK_FMT"] = "ZBlk9"
-    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert r.returncode != 0 and "Unknown ZBlk format 'ZBlk9'" in r.stderr
+            monkeypatch.setenv("WENDELIN_CORE_ZBLK_FMT", fmt)
+        else:
+            monkeypatch.delenv("WENDELIN_CORE_ZBLK_FMT", raising=False)
+        assert file_zodb._default_fmt_write() == want
+    monkeypatch.setenv("WENDELIN_CORE_ZBLK_FMT", "ZBlk9")
+    with pytest.raises(RuntimeError, match="Unknown ZBlk format 'ZBlk9'"):
+        file_zodb._default_fmt_write()
+    monkeypatch.setenv("WENDELIN_CORE_VIRTMEM", "bogus")
+    with pytest.raises(KeyError, match="WENDELIN_CORE_VIRTMEM"):
+        file_zodb._default_fmt_write()
 
 
 def test_auto_heuristic(tmp_path):

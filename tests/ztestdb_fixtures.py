@@ -36,33 +36,44 @@ def toolkit_env():
     return env
 
 
-class ZEOServer:
-    """A genuine ZEO server (runzeo) on a unix socket over a FileStorage."""
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    def __init__(self, tmpdir):
+
+class ZEOServer:
+    """A genuine ZEO server (runzeo) over a FileStorage, on a unix socket or on
+    127.0.0.1:port (tcp=True)."""
+
+    def __init__(self, tmpdir, tcp=False):
         self.fs = os.path.join(tmpdir, "zeo.fs")
-        self.sock = os.path.join(tmpdir, "zeo.sock")
-        self.zurl = "zeo://" + self.sock
+        if tcp:
+            self.addr = ("127.0.0.1", _free_port())
+            arg = "%s:%d" % self.addr
+        else:
+            self.addr = arg = os.path.join(tmpdir, "zeo.sock")
+        self.zurl = "zeo://" + arg
         runzeo = os.path.join(os.path.dirname(sys.executable), "runzeo")
         self.log = open(os.path.join(tmpdir, "runzeo.log"), "wb")
-        self.proc = subprocess.Popen([runzeo, "-a", self.sock, "-f", self.fs],
+        self.proc = subprocess.Popen([runzeo, "-a", arg, "-f", self.fs],
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout=30):
         deadline = time.monotonic() + timeout
+        family = socket.AF_INET if isinstance(self.addr, tuple) else socket.AF_UNIX
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("runzeo exited with %s (log: %s)"
                                    % (self.proc.returncode, self.log.name))
-            if os.path.exists(self.sock):
-                with socket.socket(socket.AF_UNIX) as s:
-                    try:
-                        s.connect(self.sock)
-                        return
-                    except OSError:
-                        pass
+            with socket.socket(family) as s:
+                try:
+                    s.connect(self.addr)
+                    return
+                except OSError:
+                    pass
             time.sleep(0.05)
-        raise TimeoutError("runzeo did not listen on %s in %ss" % (self.sock, timeout))
+        raise TimeoutError("runzeo did not listen on %s in %ss" % (self.zurl, timeout))
 
     def stop(self):
         if self.proc.poll() is None:
@@ -75,10 +86,10 @@ class ZEOServer:
         self.log.close()
 
 
-@pytest.fixture
-def zeo_server(tmp_path):
+@pytest.fixture(params=["unix", "tcp"])
+def zeo_server(request, tmp_path):
     """A running genuine ZEO server (stopped by pid at teardown)."""
-    srv = ZEOServer(str(tmp_path))
+    srv = ZEOServer(str(tmp_path), tcp=request.param == "tcp")
     try:
         srv.wait_ready()
         yield srv

@@ -5,9 +5,11 @@ package testdb
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"reflect"
@@ -15,6 +17,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"lab.nexedi.com/kirr/neo/go/zodb"
+	_ "lab.nexedi.com/kirr/neo/go/zodb/storage/fs1" // file://
 )
 
 // sameHistory reports the differences between two manifests' transactions
@@ -236,5 +241,38 @@ func TestParseManifestErrors(t *testing.T) {
 		if _, err := ParseManifest([]byte(tc.in)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.in, err, tc.want)
 		}
+	}
+}
+
+// TestCommitWhileReading: a reader that opened the FileStorage read-only
+// before the commits (as a WCFS server does) sees every new transaction.
+func TestCommitWhileReading(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db := Create(t, filepath.Join(t.TempDir(), "1.fs"))
+	oid := db.CreateFile("zf", 4096, ZBlk0)
+	db.Commit("t1")
+	stor, err := zodb.Open(ctx, db.ZURL(), &zodb.OpenOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stor.Close()
+	for i := 0; i < 3; i++ {
+		db.WriteBlock("zf", int64(i), []byte("data"))
+		tid := db.Commit(fmt.Sprintf("t%d", i+2))
+		if err := stor.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if head := stor.Head(); head != tid {
+			t.Fatalf("reader head %s after commit %s", head, tid)
+		}
+		buf, serial, err := stor.Load(ctx, zodb.Xid{At: tid, Oid: oid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(buf.Data, []byte("wendelin.bigfile.file_zodb\nZBigFile")) || serial == 0 {
+			t.Fatalf("ZBigFile record @%s: serial %s %q", tid, serial, buf.Data)
+		}
+		buf.Release()
 	}
 }

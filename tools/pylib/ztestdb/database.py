@@ -8,7 +8,7 @@ import ZODB
 from persistent.mapping import PersistentMapping
 from BTrees.LOBTree import LOBTree
 
-from wendelin.bigfile.file_zodb import ZBigFile, ZBlk0, ZBlk1, zblk_fmt
+from wendelin.bigfile.file_zodb import ZBigFile, zblk_fmt
 from . import manifest as _m
 from .storage import open_storage, parse_zurl, storage_zurl
 
@@ -418,7 +418,9 @@ class Database:
         for name in self._undo:
             self._resync(name)
         # changed files in the order they were first touched in the transaction
-        self._record_txn(tid, description, [n for n in self._undo if n in self._changed])
+        changed = [n for n in self._undo if n in self._changed]
+        self._record_txn(tid, description, changed)
+        log.debug("%s: committed %s %r: files changed: %s", self.zurl, tid, description, changed)
         self._reset_txn()
         self._conn.cacheGC()
         return tid
