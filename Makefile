@@ -77,11 +77,17 @@ build-go:
 		ln -sf "$$f" $(BIN)/$$(basename "$$f"); \
 	done
 
-# the Python package wendelin.wcfs (gopy extension + server binary) installed into .venv
-build-py: build-go
-	@if [ -f setup.py ] && grep -q 'wendelin' setup.py; then \
-		$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps . ; \
-	fi
+# the Python package wendelin.wcfs (gopy extension + server binary) installed into .venv;
+# reinstalled when its sources change (setup.py drives go build and gopy)
+PYPKG_SRC := setup.py pyproject.toml go.mod go.sum \
+	$(shell find $(TOP)/gocore $(TOP)/pybind $(TOP)/wendelin_wcfs \
+		-name '*_test.go' -prune -o -name testdata -prune -o \( -name '*.go' -o -name '*.py' \) -print)
+
+build-py: build-go $(VENV)/.wcfs-pkg.stamp
+
+$(VENV)/.wcfs-pkg.stamp: $(PYPKG_SRC) $(VENV)/.stamp $(TOOLS)/goimports
+	PATH=$(TOOLS):$$PATH $(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps .
+	@touch $@
 
 # ---- main job ----
 

@@ -1,0 +1,591 @@
+# Copyright (C) 2026  WCFS authors.
+# This program is free software: you can redistribute it and/or modify it
+# under the terms of the GNU General Public License version 3, or (at your
+# option) any later version, as published by the Free Software Foundation.
+"""wendelin.wcfs: start, join, check and stop WCFS servers.
+
+WCFS is the FUSE filesystem of wendelin.core: it shows every ZBigFile of a
+ZODB database as a file (``head/bigfile/<oid>``, ``@<rev>/bigfile/<oid>``).
+There is one server per database, mounted at
+``/dev/shm/wcfs/<sha1 of the normalized zurl>``.
+
+- ``join(zurl)`` connects to the server of zurl and returns a `WCFS`, starting
+  the server (with ``-autoexit``) if none runs and autostart allows it;
+- ``start(zurl, *optv)`` starts a server and returns its `Server`;
+- ``serve(zurl, optv)`` runs a server in the foreground;
+- ``stop(zurl)`` / ``status(zurl)`` stop / check the server of zurl;
+- ``python -m wcfs (serve|stop|status) [options] zurl`` is the command line.
+
+This module keeps the API of wendelin.core's wcfs.py; the logic lives in Go
+(gocore/gateway, bound with gopy). Differences from the reference: autostart is
+decided at call time, a start lock makes concurrent joins start one server,
+only mounts that are fuse.wcfs, owned by us and serving an equivalent zurl are
+used, probing a mount never hangs, readiness is signalled by the server (no
+polling), and stop escalates within a deadline. Blocking calls release the
+GIL. In a child forked (without exec) from a process that imported this
+module, calls into the Go runtime fail at once with a clear error.
+
+Environment variables (read at the time of each call)
+-----------------------------------------------------
+
+  $WENDELIN_CORE_WCFS_AUTOSTART
+      yes       join: start a server if none runs and join was not given
+                autostart=  (default)
+      no        join: don't start one unless asked with autostart=True
+
+  $WENDELIN_CORE_WCFS_OPTIONS
+      ""        serve/start/join: options for the server, before the others
+
+  $WENDELIN_CORE_WCFS_START_TIMEOUT
+      60s       start/join: how long to wait for a spawned server to be ready
+"""
+
+import errno as _errno
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+
+log = logging.getLogger("wcfs")
+
+from ._gopy import _pybind as _gox  # the extension module: functions patched after fork
+from ._gopy import pybind as _gopy  # its Python wrapper: classes WCFS, Server
+
+__all__ = ["join", "start", "serve", "stop", "status", "main", "WCFS", "Server"]
+
+
+# ---- calls into Go ----
+
+class WCFSError(RuntimeError):
+    """An error reported by the Go gateway; .errno is set when an errno caused it."""
+
+    def __init__(self, msg, errno=None):
+        super().__init__(msg)
+        self.errno = errno
+
+
+class _FUSEUnmountError(WCFSError):
+    """Unmounting failed (the message says why, e.g. which processes keep it busy)."""
+
+
+_errno_suffix = re.compile(r" \[errno (\d+)\]$")
+
+
+def _goerror(e, cls=WCFSError):
+    """_goerror converts the RuntimeError of a Go call into cls(msg, errno)."""
+    msg = str(e)
+    m = _errno_suffix.search(msg)
+    errno = None
+    if m is not None:
+        msg, errno = msg[: m.start()], int(m.group(1))
+    return cls(msg, errno)
+
+
+def _drain_log():
+    """_drain_log emits through the "wcfs" logger what the Go side logged."""
+    if _forked:
+        return
+    js = _gox.pybind_TakeLog()
+    if js:
+        for rec in json.loads(js):
+            log.log(rec["level"], "%s", rec["msg"])
+
+
+def _call(f, *argv, errcls=WCFSError):
+    """_call runs a Go function, then emits its log, converting its error."""
+    try:
+        return f(*argv)
+    except RuntimeError as e:
+        if isinstance(e, WCFSError):
+            raise
+        raise _goerror(e, errcls) from None
+    finally:
+        _drain_log()
+
+
+def _environ():
+    """_environ returns os.environ for Go (whose own copy does not see changes)."""
+    return json.dumps(["%s=%s" % kv for kv in os.environ.items()])
+
+
+def _timeout(ctx, default=0):
+    """_timeout converts ctx to seconds for Go: None -> default (<=0 means Go's
+    default), a number -> itself, an object with .deadline() (a pygolang-like
+    context) -> the time left until it (Go's default if it has none)."""
+    if ctx is None:
+        return default
+    if isinstance(ctx, (int, float)):
+        return max(float(ctx), 1e-3)
+    deadline = ctx.deadline()
+    if deadline is None:
+        return default
+    return max(deadline - time.time(), 1e-3)
+
+
+# ---- fork ----
+
+_pid = os.getpid()
+_forked = False  # set in a child forked without exec
+
+
+def _forked_call(*argv, **kw):
+    raise RuntimeError(
+        "wcfs: cannot use the Go runtime in pid %d: it was forked without exec from pid %d, "
+        "whose Go runtime threads do not exist here; use wendelin.wcfs in the parent, or start "
+        "children with exec (e.g. multiprocessing's 'spawn' or 'forkserver')" % (os.getpid(), _pid))
+
+
+def _after_fork_in_child():
+    """In a forked child every call into Go fails at once instead of
+    deadlocking; Go objects are released without calling Go; joined
+    connections are dropped (their descriptors closed) so that the child does
+    not keep servers busy."""
+    global _forked
+    _forked = True
+    for name in dir(_gox):
+        if name.startswith("__"):
+            continue
+        if name in ("IncRef", "DecRef"):
+            setattr(_gox, name, lambda *argv: None)
+        elif callable(getattr(_gox, name)):
+            setattr(_gox, name, _forked_call)
+    for wc in list(_wcregistry.values()):
+        wc._forked()
+    _wcregistry.clear()
+    del _wcautostarted[:]
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---- WCFS ----
+
+class WCFS:
+    """WCFS is a filesystem-level connection to a joined wcfs server.
+
+    Use join to get one and close to release it; it is also a context manager.
+    Raw files of the mount are accessed with _path/_read/_stat/_open.
+
+    .mountpoint     path of the mount
+    ._njoin         how many joins returned it and were not closed
+    ._wcsrv         the Server this connection started, or None
+    """
+
+    def __init__(self, gowc):
+        self._gowc = gowc
+        self._serial = gowc.Serial()
+        self._heldfd = gowc.HeldFd()
+        self.mountpoint = gowc.Mountpoint()
+        self._wcsrv = Server(gowc.Server()) if gowc.HasServer() else None
+
+    def __repr__(self):
+        return "<wcfs.WCFS %s njoin=%s>" % (self.mountpoint, self._njoin)
+
+    @property
+    def _njoin(self):
+        if self._gowc is None:
+            return 0
+        return self._gowc.NJoin()
+
+    def close(self):
+        """close releases one join. The last close closes the held .wcfs/zurl
+        (and raises OSError if that fails, e.g. ENOTCONN after a server crash,
+        the connection is released anyway); it never stops the server."""
+        if self._gowc is None:
+            return
+        try:
+            _call(self._gowc.Close, errcls=_CloseError)
+        except _CloseError as e:
+            if e.errno is not None:
+                raise OSError(e.errno, str(e)) from None
+            raise
+        finally:
+            with _wcmu:
+                if self._gowc.NJoin() == 0 and _wcregistry.get(self.mountpoint) is self:
+                    del _wcregistry[self.mountpoint]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _forked(self):
+        # in a forked child: drop the inherited descriptor, never call Go
+        try:
+            os.close(self._heldfd)
+        except OSError:
+            pass
+        self._gowc = None
+
+    # ---- raw file access (primarily for tests) ----
+
+    def _path(self, obj, at=None):
+        """_path returns the path of obj on the mount: a str is relative to
+        the mount; a ZBigFile is head/bigfile/<oid>, or @<at>/bigfile/<oid>
+        with at (8-byte tid, or int)."""
+        if not isinstance(obj, str):
+            typ = type(obj)
+            cls = typ.__module__ + "." + typ.__qualname__
+            if cls != "wendelin.bigfile.file_zodb.ZBigFile":
+                raise TypeError("wcfs: _path: want str or ZBigFile, not %s" % cls)
+            head = "head" if at is None else "@" + _hex(at)
+            obj = "%s/bigfile/%s" % (head, _hex(obj._p_oid))
+        elif at is not None:
+            raise ValueError("wcfs: _path: at= is for ZBigFile objects, not with a path")
+        return os.path.join(self.mountpoint, obj)
+
+    def _read(self, obj, at=None):
+        """_read returns the content of obj's file."""
+        with open(self._path(obj, at=at), "rb") as f:
+            return f.read()
+
+    def _stat(self, obj, at=None):
+        """_stat stats obj's file."""
+        return os.stat(self._path(obj, at=at))
+
+    def _open(self, obj, mode="rb", at=None):
+        """_open opens obj's file unbuffered."""
+        return open(self._path(obj, at=at), mode, 0)
+
+
+class _CloseError(WCFSError):
+    pass
+
+
+def _hex(x):
+    """_hex formats an oid/tid (8 bytes or int) as 16 hex digits."""
+    if isinstance(x, bytes):
+        x = int.from_bytes(x, "big")
+    return "%016x" % x
+
+
+# ---- Server ----
+
+class _Proc:
+    """_Proc is the server process (what tests poke as ._proc.pid)."""
+
+    def __init__(self, srv):
+        self._srv = srv
+        self.pid = srv._gosrv.Pid()
+
+    def poll(self):
+        """poll returns None while the process runs, else 0 (it exited)."""
+        return 0 if self._srv._gosrv.Exited() else None
+
+    def __repr__(self):
+        return "<wcfs server pid%d>" % self.pid
+
+
+class Server:
+    """Server is a running wcfs server started by this process.
+
+    .mountpoint     where it is mounted
+    ._proc          its process (.pid)
+    ._fuseabort     the FUSE connection's abort file, open for writing
+    """
+
+    def __init__(self, gosrv):
+        self._gosrv = gosrv
+        self.mountpoint = gosrv.Mountpoint()
+        self._proc = _Proc(self) if gosrv.Pid() else None
+        self._fuseabort_f = None
+        self._mu = threading.Lock()
+
+    def __repr__(self):
+        return "<wcfs.Server %s pid%d>" % (self.mountpoint, self._gosrv.Pid())
+
+    @property
+    def _fuseabort(self):
+        with self._mu:
+            if self._fuseabort_f is None:
+                fd = _call(self._gosrv.AbortFd)
+                if fd < 0:
+                    return None
+                self._fuseabort_f = open(fd, "wb", buffering=0)
+            return self._fuseabort_f
+
+    def stop(self, ctx=None):
+        """stop stops the server: unmount; if that fails SIGTERM and abort of
+        the FUSE connection; SIGQUIT; SIGKILL; lazy unmount; removal of the
+        mountpoint, within ctx: None (20 s), a timeout in seconds, or an object
+        with .deadline(). It runs once; later calls return at once."""
+        self._stop(ctx)
+
+    def _stop(self, ctx, _onstuck=None):
+        try:
+            _call(self._gosrv.Stop, _timeout(ctx))
+        finally:
+            with self._mu:
+                if self._fuseabort_f is not None:
+                    self._fuseabort_f.close()
+                    self._fuseabort_f = None
+
+    def _stuckdump(self):
+        """_stuckdump returns (and logs) the kernel stacks of the server and
+        of the processes using its mount, with what they use."""
+        dump = _call(self._gosrv.StuckDump)
+        log.warning("%s", dump)
+        return dump
+
+
+# ---- join / start / serve / stop / status ----
+
+_wcmu = threading.Lock()
+_wcregistry = {}  # mountpoint -> WCFS (kept in sync with the Go registry)
+_wcautostarted = []  # of WCFS that started their server (for tests to stop them)
+
+
+class _Autostart:
+    """The default of join's autostart: $WENDELIN_CORE_WCFS_AUTOSTART at the
+    time of the call (yes if unset). bool() of it evaluates the variable."""
+
+    def __bool__(self):
+        v = os.environ.get("WENDELIN_CORE_WCFS_AUTOSTART", "yes")
+        try:
+            return {"yes": True, "no": False}[v.lower()]
+        except KeyError:
+            raise ValueError("wcfs: $WENDELIN_CORE_WCFS_AUTOSTART=%r: want yes or no" % v) from None
+
+    def __repr__(self):
+        return "$WENDELIN_CORE_WCFS_AUTOSTART"
+
+
+_default_autostart_value = _Autostart()
+
+
+def _default_autostart():
+    """_default_autostart returns the autostart setting of join from the
+    environment, now."""
+    return bool(_default_autostart_value)
+
+
+def join(zurl, autostart=_default_autostart_value):  # -> WCFS
+    """join connects to the wcfs server for ZODB at zurl and returns its WCFS.
+
+    The same WCFS is returned for every join of an (equivalent) zurl until its
+    last close. If no server runs it is started with -autoexit when autostart
+    is true (default: $WENDELIN_CORE_WCFS_AUTOSTART, yes); otherwise join
+    raises RuntimeError("wcfs: join <zurl>: server not running (...)").
+    """
+    if autostart is _default_autostart_value:
+        a = _gopy.AutostartEnv  # Go reads it from _environ()
+    else:
+        a = _gopy.AutostartYes if autostart else _gopy.AutostartNo
+    gowc = _call(_gopy.Join, zurl, a, _environ(), 0)
+    with _wcmu:
+        mntpt = gowc.Mountpoint()
+        wc = _wcregistry.get(mntpt)
+        if wc is None or wc._serial != gowc.Serial():
+            wc = WCFS(gowc)
+            _wcregistry[mntpt] = wc
+            if wc._wcsrv is not None:
+                _wcautostarted.append(wc)
+        return wc
+
+
+def start(zurl, *optv, timeout=None):  # -> Server
+    """start starts a wcfs server for ZODB at zurl with options optv and
+    returns it once it serves (at most timeout seconds, default
+    $WENDELIN_CORE_WCFS_START_TIMEOUT or 60). It raises
+    RuntimeError("wcfs: start <zurl>: already running ...") if one runs."""
+    gosrv = _call(_gopy.Start, zurl, json.dumps(list(optv)), _environ(), timeout or 0)
+    return Server(gosrv)
+
+
+def serve(zurl, optv, exec_=False, _tstartingq=None):
+    """serve runs a wcfs server for ZODB at zurl in the foreground with
+    options optv, until it exits; with exec_ this process becomes the server.
+    It raises RuntimeError("wcfs: serve <zurl>: already running ...") if one
+    runs."""
+    if exec_:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    if _tstartingq is not None:
+        _tstartingq.close()
+    _call(_gopy.Serve, zurl, json.dumps(list(optv)), _environ(), bool(exec_))
+
+
+def stop(zurl, ctx=None):
+    """stop stops the wcfs server for zurl, whoever started it (see
+    Server.stop). Nothing mounted is not an error."""
+    _call(_gopy.Stop, zurl, _timeout(ctx))
+
+
+def status(zurl):
+    """status checks the wcfs server for zurl and prints "ok - ..." /
+    "fail - ..." lines; it raises RuntimeError("(failed)") at the first
+    failure. Every access to the mount is bounded in time."""
+    checks = json.loads(_call(_gopy.Status, zurl))
+    for c in checks:
+        print("%s - %s" % ("ok" if c["ok"] else "fail", c["msg"]))
+        if not c["ok"]:
+            raise RuntimeError("(failed)")
+
+
+# ---- helpers (kept from the reference; tests use them) ----
+
+def _wcfs_exe():
+    """_wcfs_exe returns the path of the server binary: beside this module."""
+    return os.path.join(os.path.dirname(__file__), "wcfs")
+
+
+def _mntpt_4zurl(zurl):
+    """_mntpt_4zurl returns the mountpoint of zurl (it creates nothing)."""
+    return _call(_gopy.Mountpoint, zurl)
+
+
+def _optv_with_wcfs_defaults(optv):
+    """_optv_with_wcfs_defaults returns optv after $WENDELIN_CORE_WCFS_OPTIONS."""
+    return tuple(os.environ.get("WENDELIN_CORE_WCFS_OPTIONS", "").split()) + tuple(optv)
+
+
+def _is_mountpoint(path):
+    """_is_mountpoint reports whether something is mounted at path, from the
+    mount table (never touching path, so a hung server cannot block it)."""
+    return _call(_gopy.IsMounted, path)
+
+
+def _fuse_unmount(mntpt, *optv):
+    """_fuse_unmount unmounts mntpt ("-z": lazily); on failure (e.g. busy:
+    the message names the processes using it) it raises _FUSEUnmountError."""
+    lazy = False
+    for opt in optv:
+        if opt == "-z":
+            lazy = True
+        else:
+            raise ValueError("wcfs: _fuse_unmount: unsupported option %r" % opt)
+    _call(_gopy.Unmount, mntpt, lazy, 0, errcls=_FUSEUnmountError)
+
+
+def _waitmount(ctx, zurl, mntpt):  # -> file
+    """_waitmount waits (within ctx) until a server for zurl serves at mntpt
+    and returns its .wcfs/zurl opened. It waits on mount table changes."""
+    fd = _call(_gopy.WaitMount, zurl, mntpt, _timeout(ctx))
+    return open(fd, "r")
+
+
+def _rmdir_ifexists(path):
+    """_rmdir_ifexists removes the directory path if it exists."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+
+
+def _ready(ch):
+    """_ready reports whether ch is ready: a threading.Event that is set, a
+    context-like object that is done, or a pygolang channel with data."""
+    if hasattr(ch, "is_set"):
+        return ch.is_set()
+    if hasattr(ch, "err") and callable(ch.err):
+        return ch.err() is not None
+    from golang import select, default  # pygolang, only if the caller uses it
+    _, _rx = select(default, ch.recv)
+    return bool(_)
+
+
+def _waitfor(ctx, condf):
+    """_waitfor waits until condf() is true, checking every 10 ms, within ctx
+    (None: forever; a number of seconds; or an object with .deadline())."""
+    if ctx is None:
+        deadline = None
+    elif isinstance(ctx, (int, float)):
+        deadline = time.time() + ctx
+    else:
+        deadline = ctx.deadline()
+    while not condf():
+        if deadline is not None and time.time() >= deadline:
+            raise TimeoutError("wcfs: deadline exceeded")
+        time.sleep(0.01)
+
+
+def _procwait(ctx, proc):
+    """_procwait waits within ctx until proc (with .poll()) exits."""
+    _waitfor(ctx, lambda: proc.poll() is not None)
+
+
+def _procwait_(ctx, proc):  # -> ok
+    """_procwait_ is _procwait that returns whether proc exited in time."""
+    try:
+        _procwait(ctx, proc)
+    except TimeoutError:
+        return False
+    return True
+
+
+_gopy.Configure(_wcfs_exe(), "")
+
+
+# ---- command line ----
+
+_usage_text = """\
+Wcfs serves WCFS filesystem for ZODB at zurl for wendelin.core .
+
+Usage: %(prog)s (serve|stop|status) [-h | wcfs.go options] zurl
+
+  serve [options] zurl    run a server for zurl in the foreground
+                          (%(prog)s serve -h: the server's options)
+  stop zurl               stop the server for zurl
+  status zurl             check the server for zurl (exit status 1 if not ok)
+"""
+
+
+class _GlogFormatter(logging.Formatter):
+    """glog-like lines: <L><MMDD HH:MM:SS.micro> <tid> <file>:<line>] <logger>: <msg>."""
+
+    def format(self, r):
+        t = time.localtime(r.created)
+        msg = r.getMessage()
+        if r.exc_info:
+            msg += "\n" + self.formatException(r.exc_info)
+        return "%s%s.%06d %d %s:%d] %s: %s" % (
+            r.levelname[:1], time.strftime("%m%d %H:%M:%S", t), int(r.created % 1 * 1e6),
+            r.thread % 100000, r.filename, r.lineno, r.name, msg)
+
+
+def main(argv=None):
+    """main is the command line: wcfs (serve|stop|status) [options] zurl."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("-m", "-c", "") else "wcfs"
+    if prog in ("__main__.py", "wcfs.py"):
+        prog = "wcfs"
+
+    def usage(code):
+        print(_usage_text % {"prog": prog}, end="", file=sys.stdout if code == 0 else sys.stderr)
+        sys.exit(code)
+
+    if argv[:1] in (["-h"], ["--help"]):
+        usage(0)
+    if len(argv) < 2:
+        usage(2)
+    cmd, args = argv[0], argv[1:]
+    if cmd not in ("serve", "stop", "status"):
+        print("wcfs: unknown command %s" % json.dumps(cmd), file=sys.stderr)
+        sys.exit(2)
+    if cmd == "serve" and args[0] in ("-h", "--help"):
+        exe = _wcfs_exe()
+        os.execv(exe, [exe, "-h"])
+    zurl, optv = args[-1], args[:-1]
+    if cmd != "serve" and optv:
+        print("wcfs: %s takes no options (got %s)" % (cmd, " ".join(optv)), file=sys.stderr)
+        usage(2)
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_GlogFormatter())
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    try:
+        if cmd == "serve":
+            serve(zurl, tuple(optv), exec_=True)
+        elif cmd == "status":
+            status(zurl)
+        else:
+            stop(zurl)
+    except RuntimeError as e:
+        if str(e) != "(failed)":
+            print("%s" % e, file=sys.stderr)
+        sys.exit(1)
