@@ -7,6 +7,7 @@ package zdata
 // ../shared/testdata/zodb (see its README.md).
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,10 +15,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+
+	pickle "github.com/kisielk/og-rek"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 )
@@ -361,5 +365,72 @@ func TestUpstreamFixtures(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFastPaths checks that the fast decoders take every record of the
+// genuine fixtures they are meant for (Python 2 and 3 pickles), with the
+// same result as og-rek.
+func TestFastPaths(t *testing.T) {
+	dir := fixtureDir(t)
+	files, _ := filepath.Glob(filepath.Join(dir, "upstream", "*.fs"))
+	files = append(files, filepath.Join(dir, "small.fs"))
+	for _, path := range files {
+		n := map[string]int{}
+		forEachRecord(t, path, func(oid zodb.Oid, rec []byte) {
+			class := zodb.PyData(rec).ClassName()
+			switch class {
+			case ClassZBlk0, ClassZBlk, ClassZData:
+				c, n1, ok1 := fastClass(rec)
+				_, ok2 := fastBytes(rec[n1:])
+				if !ok1 || !ok2 || c != class {
+					t.Errorf("%s: %s %s: bytes fast path not taken", filepath.Base(path), class, oid)
+				}
+			case ClassZBlk1, ClassZBigFile, classIOBTree, classIOBucket, classLOBTree, classLOBucket:
+				c, state, ok := fastRecord(rec)
+				if !ok || c != class {
+					t.Errorf("%s: %s %s: fast record path not taken", filepath.Base(path), class, oid)
+					return
+				}
+				// og-rek, directly
+				dec := pickle.NewDecoderWithConfig(bytes.NewReader(rec), &pickle.DecoderConfig{StrictUnicode: true, PersistentLoad: loadRef})
+				dec.Decode()
+				y, err := dec.Decode()
+				if err != nil || !reflect.DeepEqual(state, y) {
+					t.Errorf("%s: %s %s: fast %#v, og-rek %#v %v", filepath.Base(path), class, oid, state, y, err)
+				}
+			default:
+				return
+			}
+			n[class]++
+		})
+		t.Logf("%s: %v", filepath.Base(path), n)
+	}
+}
+
+// forEachRecord calls f with every data record of the FileStorage at path.
+func forEachRecord(t testing.TB, path string, f func(oid zodb.Oid, rec []byte)) {
+	t.Helper()
+	ctx := context.Background()
+	stor, err := OpenStorage(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stor.Close()
+	it := stor.Iterate(ctx, 0, zodb.TidMax)
+	for {
+		_, dit, err := it.NextTxn(ctx)
+		if err != nil {
+			break
+		}
+		for {
+			d, err := dit.NextData(ctx)
+			if err != nil {
+				break
+			}
+			if d.Data != nil {
+				f(d.Oid, d.Data)
+			}
+		}
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
 	"testing"
@@ -283,49 +284,32 @@ func TestGenFuzzSeeds(t *testing.T) {
 	files := []string{filepath.Join(dir, "small.fs")}
 	up, _ := filepath.Glob(filepath.Join(dir, "upstream", "*.fs"))
 	files = append(files, up...)
-	ctx := context.Background()
 	seen := map[string]bool{}
 	for _, path := range files {
-		stor, err := OpenStorage(ctx, path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		it := stor.Iterate(ctx, 0, zodb.TidMax)
-		for {
-			_, dit, err := it.NextTxn(ctx)
-			if err != nil {
-				break
+		forEachRecord(t, path, func(_ zodb.Oid, rec []byte) {
+			if len(rec) > 8192 {
+				return
 			}
-			for {
-				d, err := dit.NextData(ctx)
-				if err != nil {
-					break
-				}
-				if d.Data == nil || len(d.Data) > 8192 {
-					continue
-				}
-				rec := d.Data
-				class := zodb.PyData(rec).ClassName()
-				key := class + fmt.Sprint(len(rec)/512)
-				if seen[key] {
-					continue
-				}
-				seen[key] = true
-				switch class {
-				case ClassZBlk0, ClassZBlk, ClassZData:
-					writeSeed(t, "FuzzBytesRecord", rec)
-				}
-				writeSeed(t, "FuzzRecord", rec)
-				if _, n, ok := fastClass(rec); ok {
-					for oid, c := range map[uint8]string{1: ClassZBigFile, 2: classLOBTree, 3: ClassZBlk0, 4: ClassZBlk1, 5: classIOBTree, 6: ClassZData} {
-						if c == class {
-							writeSeed(t, "FuzzObjectState", oid, rec[n:])
-						}
+			class := zodb.PyData(rec).ClassName()
+			key := class + fmt.Sprint(len(rec)/512)
+			if seen[key] {
+				return
+			}
+			seen[key] = true
+			switch class {
+			case ClassZBlk0, ClassZBlk, ClassZData:
+				writeSeed(t, "FuzzBytesRecord", rec)
+			}
+			writeSeed(t, "FuzzRecord", rec)
+			writeSeed(t, "FuzzFastRecord", rec)
+			if _, n, ok := fastClass(rec); ok {
+				for oid, c := range map[uint8]string{1: ClassZBigFile, 2: classLOBTree, 3: ClassZBlk0, 4: ClassZBlk1, 5: classIOBTree, 6: ClassZData} {
+					if c == class {
+						writeSeed(t, "FuzzObjectState", oid, rec[n:])
 					}
 				}
 			}
-		}
-		stor.Close()
+		})
 	}
 }
 
@@ -351,4 +335,39 @@ func writeSeed(t *testing.T, target string, args ...any) {
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("fixture-%x", h[:8])), b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// FuzzFastRecord checks the fast pickle machine against og-rek: whenever it
+// decodes a record, og-rek must decode the same class and an identical state.
+func FuzzFastRecord(f *testing.F) {
+	for _, rec := range baseRecs() {
+		f.Add(rec)
+	}
+	f.Add([]byte("(cwendelin.bigfile.file_zodb\nZBlk1\nq\x01Nt.((U\x08\x00\x00\x00\x00\x00\x00\x00\x05q\x02cBTrees.IOBTree\nIOBTree\nq\x03tQ)\x85."))
+	f.Add([]byte("\x80\x02cBTrees.IOBTree\nIOBucket\nq\x01.\x80\x02((K\x00U\x08\x00\x00\x00\x00\x00\x00\x00\x06q\x02cwendelin.bigfile.file_zodb\nZData\nq\x03\x86QM\x00\x10U\x08\x00\x00\x00\x00\x00\x00\x00\x07h\x03\x86Qtq\x04\x85q\x05."))
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		class, state, ok := fastRecord(rec)
+		if !ok {
+			return
+		}
+		d := pickle.NewDecoderWithConfig(bytes.NewReader(rec), &pickle.DecoderConfig{
+			StrictUnicode:  true,
+			PersistentLoad: loadRef,
+		})
+		x, err := d.Decode()
+		if err != nil {
+			t.Fatalf("fast path decodes %q, og-rek fails on the class: %v", rec, err)
+		}
+		oclass, err := pyClass(x)
+		if err != nil || oclass != class {
+			t.Fatalf("class: fast %q, og-rek %q %v", class, oclass, err)
+		}
+		y, err := d.Decode()
+		if err != nil {
+			t.Fatalf("fast path decodes %q, og-rek fails on the state: %v", rec, err)
+		}
+		if !reflect.DeepEqual(state, y) {
+			t.Fatalf("state of %q:\nfast   %#v\nog-rek %#v", rec, state, y)
+		}
+	})
 }

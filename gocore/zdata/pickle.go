@@ -124,6 +124,9 @@ func decodeRecord(rec []byte) (class string, state any, err error) {
 // shared tuples would take exponential time in PyDict mode, while a Go map
 // rejects such a key at once.
 func decodeRecordClass(rec []byte) (class string, decodeState func() (any, error), err error) {
+	if class, state, ok := fastRecord(rec); ok {
+		return class, func() (any, error) { return state, nil }, nil
+	}
 	d := pickle.NewDecoderWithConfig(bytes.NewReader(rec), &pickle.DecoderConfig{
 		StrictUnicode:  true,
 		PersistentLoad: loadRef,
@@ -163,14 +166,14 @@ func pyClass(x any) (string, error) {
 				return "", fmt.Errorf("expected (module, name); got (%s, %s)",
 					pyTypeName(t[0]), pyTypeName(t[1]))
 			}
-			return mod + "." + name, nil
+			return classPath(mod, name), nil
 		}
 	}
 	k, ok := x.(pickle.Class)
 	if !ok {
 		return "", fmt.Errorf("expected class; got %s", pyTypeName(x))
 	}
-	return k.Module + "." + k.Name, nil
+	return classPath(k.Module, k.Name), nil
 }
 
 // decodeBytesRecord decodes a raw record whose state must be a bytes object
@@ -214,7 +217,7 @@ func fastClass(data []byte) (class string, n int, ok bool) {
 	if !ok || i >= len(data) || data[i] != opStop {
 		return "", 0, false
 	}
-	return string(mod) + "." + string(name), i + 1, true
+	return classPathBytes(mod, name), i + 1, true
 }
 
 // fastBytes recognises a state pickle "[PROTO n] [FRAME n] <bytes|py2 str
@@ -282,7 +285,7 @@ func loadRef(ref pickle.Ref) (any, error) {
 		var class string
 		switch k := pid[1].(type) {
 		case pickle.Class:
-			class = k.Module + "." + k.Name
+			class = classPath(k.Module, k.Name)
 		case pickle.None:
 			// class unknown
 		default:
@@ -311,6 +314,32 @@ func xoid(x any) (zodb.Oid, error) {
 		return 0, fmt.Errorf("persistent reference: oid must be 8 bytes; got %s", pyTypeName(x))
 	}
 	return zodb.Oid(binary.BigEndian.Uint64([]byte(b))), nil
+}
+
+// knownClasses are the classes the block path meets in every record.
+var knownClasses = []string{
+	ClassZData, ClassZBlk0, ClassZBlk1, ClassZBlk, ClassZBigFile,
+	classIOBTree, classIOBucket, classLOBTree, classLOBucket,
+}
+
+// classPath returns mod + "." + name, without allocating for known classes.
+func classPath(mod, name string) string {
+	for _, c := range knownClasses {
+		if len(c) == len(mod)+1+len(name) && c[len(mod)] == '.' && c[:len(mod)] == mod && c[len(mod)+1:] == name {
+			return c
+		}
+	}
+	return mod + "." + name
+}
+
+// classPathBytes is classPath for byte slices.
+func classPathBytes(mod, name []byte) string {
+	for _, c := range knownClasses {
+		if len(c) == len(mod)+1+len(name) && c[len(mod)] == '.' && c[:len(mod)] == string(mod) && c[len(mod)+1:] == string(name) {
+			return c
+		}
+	}
+	return string(mod) + "." + string(name)
 }
 
 // ---- opcode helpers ----

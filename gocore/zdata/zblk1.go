@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 )
 
@@ -45,9 +46,7 @@ func loadZBlk1(ctx context.Context, stor zodb.Loader, at zodb.Tid, x any, dst []
 	if err != nil {
 		return err
 	}
-	return assembleChunks(ctx, chunks, dst, func(ctx context.Context, oid zodb.Oid, use func(data []byte) error) error {
-		return loadZData(ctx, stor, at, oid, use)
-	})
+	return assembleChunks(ctx, stor, at, chunks, dst)
 }
 
 // loadChunkTab loads the IOBTree rooted at oid, level by level with the
@@ -161,22 +160,22 @@ func loadIONode(ctx context.Context, stor zodb.Loader, at zodb.Tid, oid zodb.Oid
 	return nil, entries, nil
 }
 
-// loadZData loads ZData oid as of at and calls use with its data (valid only
-// during the call).
-func loadZData(ctx context.Context, stor zodb.Loader, at zodb.Tid, oid zodb.Oid, use func(data []byte) error) (err error) {
-	buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
+// loadZData loads ZData oid as of at and returns its data, which aliases buf
+// (release it after use).
+func loadZData(ctx context.Context, stor zodb.Loader, at zodb.Tid, oid zodb.Oid) (data []byte, buf *mem.Buf, err error) {
+	buf, _, err = stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
 	if err != nil {
 		if isMissing(err) {
-			return fmt.Errorf("ZData %s: oid missing: %w", oid, err)
+			return nil, nil, fmt.Errorf("ZData %s: oid missing: %w", oid, err)
 		}
-		return fmt.Errorf("ZData %s: %w", oid, err)
+		return nil, nil, fmt.Errorf("ZData %s: %w", oid, err)
 	}
-	defer buf.Release()
-	data, err := decodeZData(buf.Data)
+	data, err = decodeZData(buf.Data)
 	if err != nil {
-		return fmt.Errorf("ZData %s: %w", oid, err)
+		buf.Release()
+		return nil, nil, fmt.Errorf("ZData %s: %w", oid, err)
 	}
-	return use(data)
+	return data, buf, nil
 }
 
 // decodeZData decodes a raw ZData record; the result aliases rec.
@@ -192,12 +191,12 @@ func decodeZData(rec []byte) ([]byte, error) {
 }
 
 // assembleChunks writes the block made of chunks (sorted by offset) into
-// dst: each chunk is fetched by load (in parallel) and copied to its offset;
-// the gaps and the tail are zeroed.
+// dst: each chunk is loaded (in parallel) and copied to its offset; the gaps
+// and the tail are zeroed.
 //
 // Chunks must not overlap: chunk i must end at or before chunk i+1 starts,
 // and the data must fit into dst (blksize): violations are ErrMalformed.
-func assembleChunks(ctx context.Context, chunks []chunk, dst []byte, load func(ctx context.Context, oid zodb.Oid, use func(data []byte) error) error) error {
+func assembleChunks(ctx context.Context, stor zodb.Loader, at zodb.Tid, chunks []chunk, dst []byte) error {
 	blksize := int64(len(dst))
 	if n := len(chunks); n > 0 && chunks[n-1].Off > blksize {
 		return malformedf("chunk @%d starts beyond blksize %d", chunks[n-1].Off, blksize)
@@ -205,18 +204,21 @@ func assembleChunks(ctx context.Context, chunks []chunk, dst []byte, load func(c
 	ends := make([]int64, len(chunks))
 	err := parallel(ctx, len(chunks), func(ctx context.Context, i int) error {
 		c := chunks[i]
-		return load(ctx, c.Oid, func(data []byte) error {
-			end := c.Off + int64(len(data))
-			if i+1 < len(chunks) && end > chunks[i+1].Off {
-				return malformedf("invalid data: chunk @%d (%d bytes) overlaps chunk @%d", c.Off, len(data), chunks[i+1].Off)
-			}
-			if end > blksize {
-				return malformedf("data longer than blksize %d: chunk @%d is %d bytes", blksize, c.Off, len(data))
-			}
-			copy(dst[c.Off:end], data)
-			ends[i] = end
-			return nil
-		})
+		data, buf, err := loadZData(ctx, stor, at, c.Oid)
+		if err != nil {
+			return err
+		}
+		defer buf.Release()
+		end := c.Off + int64(len(data))
+		if i+1 < len(chunks) && end > chunks[i+1].Off {
+			return malformedf("invalid data: chunk @%d (%d bytes) overlaps chunk @%d", c.Off, len(data), chunks[i+1].Off)
+		}
+		if end > blksize {
+			return malformedf("data longer than blksize %d: chunk @%d is %d bytes", blksize, c.Off, len(data))
+		}
+		copy(dst[c.Off:end], data)
+		ends[i] = end
+		return nil
 	})
 	if err != nil {
 		return err
