@@ -19,10 +19,13 @@
 // (max blktab key + 1) * blksize, 0 when blktab is empty; a block absent
 // from blktab (a hole) reads as zeros; short block data is zero-padded; block
 // data longer than blksize is an error. See spec section 4 for the formats,
-// including Python 2 era pickles, which decode too.
+// including Python 2 era pickles, which decode too. A blksize above
+// MaxBlkSize (1 GiB; wendelin.core uses 2 MiB) is treated as damaged data,
+// so that a bad record cannot make a reader allocate without bound.
 //
 // These classes are registered with zodb.RegisterClass, so that loading any
-// object through a zodb.Connection yields *ZBigFile, *ZBlk0, *ZBlk1, *ZData.
+// object through a zodb.Connection yields *ZBigFile, *ZBlk0, *ZBlk (the
+// legacy name, a distinct type reading as ZBlk0), *ZBlk1, *ZData.
 //
 // # Opening
 //
@@ -57,21 +60,37 @@
 // the block. Size returns the path to the largest key the same way.
 //
 // The block path is the hot path of the filesystem, built to avoid copies:
-// the ZBigFile and its BTree nodes live in the connection's live cache, but
-// ZBlk0/ZBlk1/ZData records are loaded straight from the storage at the
-// connection's revision (never activated as objects, so they take no room in
-// the live cache), decoded in place by a fast pickle path with a general
-// fallback, and each byte of data is copied once, from the storage buffer to
-// the destination. For ZBlk1 the chunk-table nodes and the chunks are loaded
-// in parallel and copied to their offsets as they arrive. Loading stops when
-// ctx is canceled. LoadBlk and Size are safe for concurrent use, also on one
-// connection.
+// the ZBigFile and its blktab nodes live in the connection's live cache, but
+// ZBlk0/ZBlk1/ZData records and ZBlk1 chunk tables are loaded straight from
+// the storage at the connection's revision (never activated as objects, so
+// they take no room in the live cache), decoded in place, and each byte of
+// block data is copied once, from the storage buffer to the destination.
+// For ZBlk1 the chunk-table nodes and then the chunks are loaded in parallel
+// and copied to their offsets as they arrive. Records are decoded by fast
+// paths for the opcodes ZODB writes (fastpickle.go) and by og-rek for
+// anything else, with identical results (fuzzed against each other).
+// Loading stops when ctx is canceled. LoadBlk and Size are safe for
+// concurrent use, also on one connection.
+//
+// # Robustness
+//
+// The blktab nodes are decoded by neo/go's btree package, which this package
+// shields from damaged data: the record of a node is checked by this
+// package's decoder before neo/go first decodes it (neo/go panics on one
+// malformed LOBTree state and its pickle decoder can be made to take
+// exponential time), trees deeper than 64 levels (cycles) are refused, and a
+// node neo/go cannot decode because a reference names an object ZBlk while
+// it is cached as ZBlk0 (or the reverse; real databases have both names for
+// one object across revisions) is read straight from the storage instead.
 //
 // # Memory policy
 //
 // CacheControl (spec 1.6) pins ZBigFile, LOBTree and LOBucket objects with
 // their state in a connection's live cache and lets everything else go.
-// NewDB installs it for every connection.
+// NewDB installs it for every connection. (The pinned neo/go revision keeps
+// every object it ever created in a connection's cache, as a ghost at
+// least: for a file this is its blktab nodes and one ZBlk ghost per block,
+// since the block path creates no other objects.)
 //
 // # Errors
 //
@@ -85,6 +104,7 @@
 //
 // # Raw decoding
 //
-// DecodeZBigFile decodes a raw ZBigFile record (blksize, blktab oid) without
-// a connection, for tools that compare records across revisions.
+// DecodeZBigFile and LoadZBigFileState decode a raw ZBigFile record
+// (blksize, blktab oid) without a connection, for tools that compare records
+// across revisions (the block-history package).
 package zdata
