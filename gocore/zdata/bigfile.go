@@ -86,10 +86,10 @@ const maxBlkTabDepth = 64
 // (ErrNotZBigFile, with its class), its state is malformed (ErrMalformed), or
 // a storage error.
 func LoadZBigFile(ctx context.Context, conn *zodb.Connection, oid zodb.Oid) (_ *ZBigFile, err error) {
-	if err := checkCtx(ctx, conn); err != nil {
+	at, stor, err := connView(ctx, conn)
+	if err != nil {
 		return nil, fmt.Errorf("zdata: load ZBigFile %s: %w", oid, err)
 	}
-	at := conn.At()
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("zdata: load ZBigFile %s @%s: %w", oid, at, err)
@@ -99,16 +99,7 @@ func LoadZBigFile(ctx context.Context, conn *zodb.Connection, oid zodb.Oid) (_ *
 	// decode the record with this package's decoder first: clear errors for
 	// other classes and malformed states, none of neo/go's panics or slow
 	// paths on crafted data
-	buf, _, err := conn.DB().Storage().Load(ctx, zodb.Xid{Oid: oid, At: at})
-	if err != nil {
-		if isMissing(err) {
-			return nil, fmt.Errorf("oid missing: %w", err)
-		}
-		return nil, err
-	}
-	_, err = DecodeZBigFile(buf.Data)
-	buf.Release()
-	if err != nil {
+	if err := precheckZBigFile(ctx, stor, at, oid); err != nil {
 		return nil, err
 	}
 
@@ -123,19 +114,41 @@ func LoadZBigFile(ctx context.Context, conn *zodb.Connection, oid zodb.Oid) (_ *
 	if !ok {
 		return nil, classErrorf(ErrNotZBigFile, "not a ZBigFile: class %s", className(obj))
 	}
-	if err := f.activate(ctx); err != nil {
-		return nil, err
+	if err := classifyLoadErr(f.PActivate(ctx)); err != nil {
+		return nil, err // the record was checked above
 	}
 	f.PDeactivate()
 	return f, nil
 }
 
-// activate is PActivate with errors classified.
-func (f *ZBigFile) activate(ctx context.Context) error {
+// activate is PActivate with errors classified. The record of a ghost is
+// checked by this package's decoder first (see activateNode).
+func (f *ZBigFile) activate(ctx context.Context, stor zodb.IStorage, at zodb.Tid) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if f.PSerial() == zodb.InvalidTid {
+		if err := precheckZBigFile(ctx, stor, at, f.POid()); err != nil {
+			return err
+		}
+	}
 	return classifyLoadErr(f.PActivate(ctx))
+}
+
+// precheckZBigFile loads the record of ZBigFile oid and verifies it with
+// this package's decoder: clear errors for other classes and malformed
+// states, and none of neo/go's panics or slow paths on crafted data.
+func precheckZBigFile(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid) error {
+	buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
+	if err != nil {
+		if isMissing(err) {
+			return fmt.Errorf("oid missing: %w", err)
+		}
+		return err
+	}
+	defer buf.Release()
+	_, err = DecodeZBigFile(buf.Data)
+	return err
 }
 
 // errf prefixes errors of f's methods with the file's oid and revision.
@@ -143,19 +156,24 @@ func (f *ZBigFile) errf(at zodb.Tid, format string, argv ...any) error {
 	return fmt.Errorf("zdata: ZBigFile %s @%s: "+format, append([]any{f.POid(), at}, argv...)...)
 }
 
-// connAt returns the revision of f's connection without panicking when the
-// connection is no longer live.
-func (f *ZBigFile) connAt(ctx context.Context) (at zodb.Tid, err error) {
-	conn := f.PJar()
+// view checks ctx and returns the revision and the storage of f's connection.
+func (f *ZBigFile) view(ctx context.Context) (zodb.Tid, zodb.IStorage, error) {
+	return connView(ctx, f.PJar())
+}
+
+// connView checks that ctx can be used to load through conn and returns
+// conn's revision and storage, without panicking when conn is no longer
+// live (neo/go panics then).
+func connView(ctx context.Context, conn *zodb.Connection) (at zodb.Tid, stor zodb.IStorage, err error) {
 	if err := checkCtx(ctx, conn); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer func() {
 		if recover() != nil {
 			err = fmt.Errorf("connection is not live (its transaction has ended)")
 		}
 	}()
-	return conn.At(), nil
+	return conn.At(), conn.DB().Storage(), nil
 }
 
 // LoadBlk loads block blk of f as of f's connection revision and returns
@@ -195,9 +213,9 @@ func (f *ZBigFile) LoadBlkInto(ctx context.Context, blk int64, dst []byte) (BlkI
 // loadBlk serves LoadBlk and LoadBlkInto; getDst provides the destination
 // once blksize is known.
 func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, getDst func(blksize int64) ([]byte, error)) (info BlkInfo, err error) {
-	at, err := f.connAt(ctx)
+	at, stor, err := f.view(ctx)
 	if err == nil {
-		err = f.activate(ctx)
+		err = f.activate(ctx, stor, at)
 	}
 	if err != nil {
 		return BlkInfo{}, f.errf(at, "load blk %d: %w", blk, err)
@@ -217,7 +235,7 @@ func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, getDst func(blksize i
 		return BlkInfo{}, err
 	}
 
-	w, err := walkBlkTab(ctx, at, f.blktab, blk, false)
+	w, err := walkBlkTab(ctx, stor, at, f.blktab, blk, false)
 	info.Path = w.path
 	info.RevMax = pathRevMax(w.path)
 	if err != nil {
@@ -229,7 +247,6 @@ func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, getDst func(blksize i
 	}
 
 	info.ZBlk = w.zblk.Oid
-	stor := f.PJar().DB().Storage()
 	info.Format, info.ZRev, err = loadZBlk(ctx, stor, at, w.zblk.Oid, dst)
 	if info.ZRev > info.RevMax {
 		info.RevMax = info.ZRev
@@ -244,16 +261,16 @@ func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, getDst func(blksize i
 // A size beyond int64 is ErrSizeOverflow; a negative largest key is
 // ErrMalformed. ctx must carry the transaction of f's connection.
 func (f *ZBigFile) Size(ctx context.Context) (size int64, path []PathNode, err error) {
-	at, err := f.connAt(ctx)
+	at, stor, err := f.view(ctx)
 	if err == nil {
-		err = f.activate(ctx)
+		err = f.activate(ctx, stor, at)
 	}
 	if err != nil {
 		return 0, nil, f.errf(at, "size: %w", err)
 	}
 	defer f.PDeactivate()
 
-	w, err := walkBlkTab(ctx, at, f.blktab, 0, true)
+	w, err := walkBlkTab(ctx, stor, at, f.blktab, 0, true)
 	path, maxKey := w.path, w.maxKey
 	if err != nil {
 		return 0, path, f.errf(at, "size: %w", err)
@@ -297,15 +314,15 @@ type blkTabWalk struct {
 // ZBlk class while the object is cached under ZBlk0, or the reverse (real
 // databases have both names for one object across revisions), is read
 // directly from the storage instead (walkBlkTabRaw).
-func walkBlkTab(ctx context.Context, at zodb.Tid, t *btree.LOBTree, key int64, wantMax bool) (w blkTabWalk, err error) {
+func walkBlkTab(ctx context.Context, stor zodb.IStorage, at zodb.Tid, t *btree.LOBTree, key int64, wantMax bool) (w blkTabWalk, err error) {
 	if t == nil {
 		return w, malformedf("ZBigFile has no blktab")
 	}
 	keycov := btree.LKeyRange{Lo: math.MinInt64, Hi_: math.MaxInt64}
 	w.path = make([]PathNode, 0, 4)
-	if fallback, err := activateNode(ctx, at, t); err != nil {
+	if fallback, err := activateNode(ctx, stor, at, t); err != nil {
 		if fallback {
-			return walkBlkTabRaw(ctx, t.PJar().DB().Storage(), at, t.POid(), key, wantMax, keycov, w.path, 0)
+			return walkBlkTabRaw(ctx, stor, at, t.POid(), key, wantMax, keycov, w.path, 0)
 		}
 		return w, err
 	}
@@ -363,9 +380,9 @@ func walkBlkTab(ctx context.Context, at zodb.Tid, t *btree.LOBTree, key int64, w
 			if err := ctx.Err(); err != nil {
 				return w, err
 			}
-			if fallback, err := activateNode(ctx, at, child); err != nil {
+			if fallback, err := activateNode(ctx, stor, at, child); err != nil {
 				if fallback {
-					return walkBlkTabRaw(ctx, child.PJar().DB().Storage(), at, child.POid(), key, wantMax, keycov, w.path, depth)
+					return walkBlkTabRaw(ctx, stor, at, child.POid(), key, wantMax, keycov, w.path, depth)
 				}
 				return w, err
 			}
@@ -473,9 +490,9 @@ func walkBlkTabRaw(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zod
 // locked, and its decoder takes exponential time on some crafted dict keys.
 // This costs one more load of a node the first time it is used at a
 // revision; CacheControl keeps nodes loaded.
-func activateNode(ctx context.Context, at zodb.Tid, node btree.LONode) (fallback bool, err error) {
+func activateNode(ctx context.Context, stor zodb.IStorage, at zodb.Tid, node btree.LONode) (fallback bool, err error) {
 	if oid := node.POid(); oid != zodb.InvalidOid && node.PSerial() == zodb.InvalidTid {
-		if err := precheckNode(ctx, node.PJar().DB().Storage(), at, oid); err != nil {
+		if err := precheckNode(ctx, stor, at, oid); err != nil {
 			return false, fmt.Errorf("blktab node %s: %w", oid, err)
 		}
 	}

@@ -61,8 +61,12 @@ func (f *ZBigFile) BlkTab() *btree.LOBTree { return f.blktab }
 //
 // ctx must carry the transaction of f's connection (see ZConn.Ctx).
 func (f *ZBigFile) Params(ctx context.Context) (blksize int64, blktab *btree.LOBTree, err error) {
-	if err := f.activate(ctx); err != nil {
-		return 0, nil, err
+	at, stor, err := f.view(ctx)
+	if err == nil {
+		err = f.activate(ctx, stor, at)
+	}
+	if err != nil {
+		return 0, nil, f.errf(at, "%w", err)
 	}
 	defer f.PDeactivate()
 	return f.blksize, f.blktab, nil

@@ -478,3 +478,36 @@ func TestLegacyZBlkName(t *testing.T) {
 		})
 	}
 }
+
+// TestResyncDamaged: a ZBigFile and its blktab damaged in a later revision
+// give errors at that revision through a resynced connection, and the
+// connection reads the earlier revision again after resyncing back.
+func TestResyncDamaged(t *testing.T) {
+	ctx := context.Background()
+	for _, oid := range []zodb.Oid{1, 2} {
+		db, zurl := newMemDB(t)
+		db.commit(1, baseRecs())
+		db.commit(2, map[zodb.Oid][]byte{oid: []byte("\x80\x03garbage")})
+		_, zdb := openTestDB(t, zurl)
+		zc := openTestConn(t, zdb, 1)
+		f, err := zc.LoadZBigFile(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, at := range []zodb.Tid{1, 2, 1} {
+			if err := zc.Resync(ctx, at); err != nil {
+				t.Fatal(err)
+			}
+			data, _, err := f.LoadBlk(zc.Ctx(ctx), 0)
+			if at == 1 {
+				if err != nil || string(bytes.TrimRight(data, "\x00")) != "abc" {
+					t.Errorf("oid %s damaged @2, read @1: %q %v", oid, data, err)
+				}
+				continue
+			}
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "@0000000000000002") {
+				t.Errorf("oid %s damaged @2: %v", oid, err)
+			}
+		}
+	}
+}
