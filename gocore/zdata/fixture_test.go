@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	pickle "github.com/kisielk/og-rek"
@@ -433,4 +434,53 @@ func forEachRecord(t testing.TB, path string, f func(oid zodb.Oid, rec []byte)) 
 			}
 		}
 	}
+}
+
+// TestConcurrentLoads reads every block of every file of small.fs at head
+// from many goroutines through one connection (run with -race).
+func TestConcurrentLoads(t *testing.T) {
+	m, fsPath := smallFixture(t)
+	_, db := openTestDB(t, fsPath)
+	zc := openTestConn(t, db, 0)
+	ctx := zc.Ctx(context.Background())
+	head := m.Transactions[len(m.Transactions)-1]
+
+	type job struct {
+		f    *ZBigFile
+		blk  int64
+		want string
+	}
+	var jobs []job
+	for name, fs := range head.Files {
+		f, err := zc.LoadZBigFile(context.Background(), mustOid(t, m.Files[name].Oid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for b, blk := range fs.Blocks {
+			n, _ := strconv.ParseInt(b, 10, 64)
+			jobs = append(jobs, job{f, n, blk.Sha256})
+		}
+	}
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				j := jobs[(i+g*7)%len(jobs)]
+				data, _, err := j.f.LoadBlk(ctx, j.blk)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if sha256hex(data) != j.want {
+					t.Errorf("%s blk %d: wrong data", j.f.POid(), j.blk)
+				}
+				if _, _, err := j.f.Size(ctx); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
