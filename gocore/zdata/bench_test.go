@@ -10,6 +10,7 @@ package zdata
 //
 //	go test -run=NONE -bench=LoadBlk -benchtime=2s ./gocore/zdata
 //
+// and over a genuine ZEO server (zeo://127.0.0.1) serving the same file.
 // The databases (64 MiB per format, $ZDATA_BENCH_SIZE to change) are made
 // once per test process in a temporary directory removed at exit.
 
@@ -19,11 +20,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/zeotest"
 )
 
 var bench struct {
@@ -66,12 +69,11 @@ func benchDB(b *testing.B, fmt_ string) string {
 	return path
 }
 
-// benchFile opens the benchmark database of format fmt and returns the
+// benchFile opens the benchmark database at zurl and returns the
 // connection, the file and its number of blocks.
-func benchFile(b *testing.B, fmt_ string) (zodb.IStorage, *ZConn, *ZBigFile, int64) {
+func benchFile(b *testing.B, zurl string) (zodb.IStorage, *ZConn, *ZBigFile, int64) {
 	b.Helper()
-	path := benchDB(b, fmt_)
-	stor, db := openTestDB(b, path)
+	stor, db := openTestDB(b, zurl)
 	zc := openTestConn(b, db, 0)
 	ctx := context.Background()
 
@@ -140,89 +142,103 @@ func blkRecords(b *testing.B, stor zodb.IStorage, zc *ZConn, f *ZBigFile, blk in
 	return oids
 }
 
+// BenchmarkLoadBlk: for each format and storage (FileStorage, and a genuine
+// ZEO server over the same file on 127.0.0.1), zdata's LoadBlkInto and the
+// raw loads of the same records through neo/go, side by side.
 func BenchmarkLoadBlk(b *testing.B) {
 	for _, fmt_ := range []string{"ZBlk0", "ZBlk1"} {
 		b.Run(fmt_, func(b *testing.B) {
-			stor, zc, f, nblk := benchFile(b, fmt_)
-			if nblk == 0 {
-				b.Fatal("empty benchmark file")
-			}
-			const blksize = 2 << 20
-			ctx := zc.Ctx(context.Background())
-			records := make([][]zodb.Oid, nblk)
-			nrec := 0
-			for blk := range records {
-				records[blk] = blkRecords(b, stor, zc, f, int64(blk))
-				nrec += len(records[blk])
-			}
-			b.Logf("%s: %d blocks, %d records", fmt_, nblk, nrec)
-
-			// zdata: decoded, assembled, padded, into a reused buffer
-			b.Run("zdata", func(b *testing.B) {
-				dst := make([]byte, blksize)
-				b.SetBytes(blksize)
-				b.ReportAllocs()
-				for i := 0; b.Loop(); i++ {
-					if _, err := f.LoadBlkInto(ctx, int64(i)%nblk, dst); err != nil {
-						b.Fatal(err)
-					}
+			path := benchDB(b, fmt_)
+			b.Run("file", func(b *testing.B) { benchLoadBlk(b, path) })
+			b.Run("zeo", func(b *testing.B) {
+				if testing.Short() {
+					b.Skip("-short: no ZEO server")
 				}
-			})
-			// zdata, blocks loaded by concurrent readers (like the server)
-			b.Run("zdata-concurrent", func(b *testing.B) {
-				b.SetBytes(blksize)
-				b.ReportAllocs()
-				var next sync.Mutex
-				i := int64(0)
-				b.RunParallel(func(pb *testing.PB) {
-					dst := make([]byte, blksize)
-					for pb.Next() {
-						next.Lock()
-						blk := i % nblk
-						i++
-						next.Unlock()
-						if _, err := f.LoadBlkInto(ctx, blk, dst); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			})
-			// raw: storage Load of the same records, one after another
-			b.Run("raw", func(b *testing.B) {
-				b.SetBytes(blksize)
-				b.ReportAllocs()
-				for i := 0; b.Loop(); i++ {
-					for _, oid := range records[int64(i)%nblk] {
-						buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: zc.At()})
-						if err != nil {
-							b.Fatal(err)
-						}
-						buf.Release()
-					}
-				}
-			})
-			if fmt_ != "ZBlk1" {
-				return
-			}
-			// raw, with the chunks loaded in parallel as LoadBlk does
-			b.Run("raw-parallel", func(b *testing.B) {
-				b.SetBytes(blksize)
-				b.ReportAllocs()
-				for i := 0; b.Loop(); i++ {
-					oids := records[int64(i)%nblk]
-					err := parallel(ctx, len(oids), func(ctx context.Context, j int) error {
-						buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oids[j], At: zc.At()})
-						if err == nil {
-							buf.Release()
-						}
-						return err
-					})
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
+				zeo := zeotest.Start(b, path)
+				benchLoadBlk(b, zeo.ZURL())
 			})
 		})
 	}
+}
+
+func benchLoadBlk(b *testing.B, zurl string) {
+	stor, zc, f, nblk := benchFile(b, zurl)
+	if nblk == 0 {
+		b.Fatal("empty benchmark file")
+	}
+	const blksize = 2 << 20
+	ctx := zc.Ctx(context.Background())
+	records := make([][]zodb.Oid, nblk)
+	nrec := 0
+	var zblk1 bool
+	for blk := range records {
+		records[blk] = blkRecords(b, stor, zc, f, int64(blk))
+		nrec += len(records[blk])
+		zblk1 = len(records[blk]) > 1
+	}
+	b.Logf("%s: %d blocks, %d records", zurl, nblk, nrec)
+
+	// zdata: decoded, assembled, padded, into a reused buffer
+	b.Run("zdata", func(b *testing.B) {
+		dst := make([]byte, blksize)
+		b.SetBytes(blksize)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if _, err := f.LoadBlkInto(ctx, int64(i)%nblk, dst); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// zdata, blocks loaded by concurrent readers (like the server)
+	b.Run("zdata-concurrent", func(b *testing.B) {
+		b.SetBytes(blksize)
+		b.ReportAllocs()
+		var next atomic.Int64
+		b.RunParallel(func(pb *testing.PB) {
+			dst := make([]byte, blksize)
+			for pb.Next() {
+				blk := (next.Add(1) - 1) % nblk
+				if _, err := f.LoadBlkInto(ctx, blk, dst); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	// raw: storage Load of the same records, one after another
+	b.Run("raw", func(b *testing.B) {
+		b.SetBytes(blksize)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			for _, oid := range records[int64(i)%nblk] {
+				buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: zc.At()})
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf.Release()
+			}
+		}
+	})
+	if !zblk1 {
+		return
+	}
+	// raw, with the records of a block loaded in parallel as LoadBlk
+	// loads the chunks
+	b.Run("raw-parallel", func(b *testing.B) {
+		b.SetBytes(blksize)
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			oids := records[int64(i)%nblk]
+			err := parallel(ctx, len(oids), func(ctx context.Context, j int) error {
+				buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oids[j], At: zc.At()})
+				if err == nil {
+					buf.Release()
+				}
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
