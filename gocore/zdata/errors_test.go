@@ -13,8 +13,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	pickle "github.com/kisielk/og-rek"
 
@@ -509,5 +511,50 @@ func TestResyncDamaged(t *testing.T) {
 				t.Errorf("oid %s damaged @2: %v", oid, err)
 			}
 		}
+	}
+}
+
+// TestCancel cancels LoadBlk while ZData chunks are being loaded: it returns
+// context.Canceled once the loads in progress are given up, and leaves no
+// goroutine behind.
+func TestCancel(t *testing.T) {
+	db, zurl := newMemDB(t)
+	db.commit(1, baseRecs())
+	started := make(chan struct{}, 16)
+	never := make(chan struct{})
+	db.stall = func(oid zodb.Oid) <-chan struct{} {
+		if oid == 6 || oid == 7 { // the ZData of blk 1
+			started <- struct{}{}
+			return never
+		}
+		return nil
+	}
+	zc := openMem(t, zurl)
+	f, err := zc.LoadZBigFile(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ngo := runtime.NumGoroutine()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		_, _, err := f.LoadBlk(zc.Ctx(ctx), 1)
+		done <- err
+	}()
+	<-started
+	cancel()
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("LoadBlk not canceled")
+	}
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "load blk 1") {
+		t.Errorf("canceled LoadBlk: %v", err)
+	}
+	for i := 0; runtime.NumGoroutine() > ngo && i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > ngo {
+		t.Errorf("%d goroutines left behind", n-ngo)
 	}
 }

@@ -34,6 +34,11 @@ type memDB struct {
 	mu   sync.Mutex
 	objs map[zodb.Oid][]memRev // revisions in ↑ tid order
 	head zodb.Tid
+
+	// stall, if set, is called by Load for every oid; a load of an oid it
+	// returns a channel for waits until that channel is closed or ctx is
+	// canceled.
+	stall func(oid zodb.Oid) <-chan struct{}
 }
 
 type memRev struct {
@@ -115,7 +120,17 @@ func (d *memDriver) Load(ctx context.Context, xid zodb.Xid) (*mem.Buf, zodb.Tid,
 	}
 	d.db.mu.Lock()
 	revs := d.db.objs[xid.Oid]
+	stall := d.db.stall
 	d.db.mu.Unlock()
+	if stall != nil {
+		if wait := stall(xid.Oid); wait != nil {
+			select {
+			case <-wait:
+			case <-ctx.Done():
+				return nil, 0, &zodb.OpError{URL: d.url, Op: "load", Args: xid, Err: ctx.Err()}
+			}
+		}
+	}
 	zerr := func(err error) error { return &zodb.OpError{URL: d.url, Op: "load", Args: xid, Err: err} }
 	if len(revs) == 0 {
 		return nil, 0, zerr(&zodb.NoObjectError{Oid: xid.Oid})
