@@ -20,6 +20,7 @@ import (
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/zeotest"
 	"wendelin.dev/wcfs/gocore/zdata"
 )
@@ -41,7 +42,7 @@ type fileRead struct {
 
 // readAll reads, through zdata over zurl, every file of the manifest that
 // exists at each transaction: map[tid][file]fileRead.
-func readAll(t *testing.T, zurl string, m *zeotest.Manifest) map[string]map[string]fileRead {
+func readAll(t *testing.T, zurl string, m *testdb.Manifest) map[zodb.Tid]map[string]fileRead {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -55,23 +56,15 @@ func readAll(t *testing.T, zurl string, m *zeotest.Manifest) map[string]map[stri
 		stor.Close()
 	}()
 
-	out := map[string]map[string]fileRead{}
+	out := map[zodb.Tid]map[string]fileRead{}
 	for _, txn := range m.Transactions {
-		at, err := zodb.ParseTid(txn.Tid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		zc, err := zdata.OpenConn(ctx, db, at)
+		zc, err := zdata.OpenConn(ctx, db, txn.Tid)
 		if err != nil {
 			t.Fatalf("%s: %v", zurl, err)
 		}
 		out[txn.Tid] = map[string]fileRead{}
-		for name := range txn.Files {
-			oid, err := zodb.ParseOid(m.Files[name].Oid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			r, err := readFile(zc.Ctx(ctx), zc, oid)
+		for name, f := range txn.Files {
+			r, err := readFile(zc.Ctx(ctx), zc, f.Oid)
 			if err != nil {
 				t.Fatalf("%s: %s @%s: %v", zurl, name, txn.Tid, err)
 			}
@@ -107,8 +100,7 @@ func readFile(ctx context.Context, zc *zdata.ZConn, oid zodb.Oid) (fileRead, err
 }
 
 func TestDataLayerSameBytes(t *testing.T) {
-	fixture := zeotest.SharedFixture(t, "small.fs")
-	m := zeotest.LoadManifest(t, zeotest.SharedFixture(t, "small.json"))
+	fixture, m := smallFixture(t)
 
 	// the reference: the FileStorage itself, checked against the manifest
 	want := readAll(t, "file://"+fixture, m)
@@ -123,7 +115,7 @@ func TestDataLayerSameBytes(t *testing.T) {
 
 	zurls := map[string]func(t *testing.T) string{
 		"zeo": func(t *testing.T) string {
-			return zeotest.Start(t, zeotest.CopyFS(t, fixture, t.TempDir())).ZURL()
+			return zeotest.Start(t, testdb.CopyFS(t, fixture)).ZURL()
 		},
 		"neo": func(t *testing.T) string {
 			return Start(t, fixture, Options{}).ZURL()

@@ -9,7 +9,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"flag"
 	"net"
 	"syscall"
 	"testing"
@@ -17,14 +16,7 @@ import (
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	_ "lab.nexedi.com/kirr/neo/go/zodb/wks"
-
-	"wendelin.dev/wcfs/gocore/internal/zeotest"
 )
-
-func init() {
-	// neo/go logs through glog, which otherwise writes files into $TMPDIR
-	flag.Set("logtostderr", "true")
-}
 
 func open(t testing.TB, zurl string) zodb.IStorage {
 	t.Helper()
@@ -92,13 +84,9 @@ func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
 
 // A cluster serves exactly the FileStorage behind it, over neo:// and neos://.
 func TestClusterServesFileStorage(t *testing.T) {
-	fsPath := zeotest.SharedFixture(t, "small.fs")
-	manifest := zeotest.LoadManifest(t, zeotest.SharedFixture(t, "small.json"))
+	fsPath, manifest := smallFixture(t)
 	fs := open(t, fsPath)
-	head, err := zodb.ParseTid(manifest.Head)
-	if err != nil {
-		t.Fatal(err)
-	}
+	head := manifest.Head
 
 	for _, tc := range []struct {
 		name string
@@ -110,7 +98,7 @@ func TestClusterServesFileStorage(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			c := Start(t, fsPath, tc.opt)
-			if c.Head != manifest.Head {
+			if c.Head != head.String() {
 				t.Fatalf("cluster head %s, FileStorage head %s", c.Head, manifest.Head)
 			}
 			neo := open(t, c.ZURL())
@@ -119,23 +107,15 @@ func TestClusterServesFileStorage(t *testing.T) {
 			}
 			sameObjects(t, fs, neo, head)
 			// and as of an older revision
-			sameObjects(t, fs, neo, zodb.Tid(mustTid(t, manifest.Transactions[2].Tid)))
+			sameObjects(t, fs, neo, manifest.Transactions[2].Tid)
 		})
 	}
-}
-
-func mustTid(t *testing.T, s string) zodb.Tid {
-	tid, err := zodb.ParseTid(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tid
 }
 
 // A cluster goes away (clean stop, crash) and comes back on the same
 // addresses; at the end every process it started is gone.
 func TestClusterRestart(t *testing.T) {
-	fsPath := zeotest.SharedFixture(t, "small.fs")
+	fsPath, _ := smallFixture(t)
 	var pids []int
 	t.Run("cluster", func(t *testing.T) {
 		c := Start(t, fsPath, Options{})

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"testing"
 
-	"wendelin.dev/wcfs/gocore/internal/zeotest"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
 
@@ -18,7 +17,8 @@ import (
 // clients may produce map to one mountpoint, and every spelling neo/go
 // accepts really opens that cluster; another cluster or master does not.
 func TestSpellingsOfOneClusterShareAMountpoint(t *testing.T) {
-	c := Start(t, zeotest.SharedFixture(t, "small.fs"), Options{Name: "prod", TLS: true})
+	fsPath, _ := smallFixture(t)
+	c := Start(t, fsPath, Options{Name: "prod", TLS: true})
 	m := c.MasterAddr
 	other := "127.0.0.1:1" // a second master (down); sorts before 127.0.0.1:<port>
 	q := url.QueryEscape

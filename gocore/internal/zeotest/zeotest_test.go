@@ -9,12 +9,15 @@ import (
 	"context"
 	"errors"
 	"net"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	_ "lab.nexedi.com/kirr/neo/go/zodb/storage/zeo"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
 )
 
 // openHead opens zurl read-only and returns its head as seen by neo/go's
@@ -39,9 +42,12 @@ func alive(pid int) bool {
 // in the three ways a real one does, comes back on the same port and is
 // gone, by PID, at the end.
 func TestServerLifecycle(t *testing.T) {
-	fixture := SharedFixture(t, "small.fs")
-	manifest := LoadManifest(t, SharedFixture(t, "small.json"))
-	fs := CopyFS(t, fixture, t.TempDir())
+	dir := testdb.SharedZODB(t)
+	manifest, err := testdb.LoadManifest(filepath.Join(dir, "small.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := testdb.CopyFS(t, filepath.Join(dir, "small.fs"))
 
 	var pid int
 	t.Run("server", func(t *testing.T) {
@@ -53,7 +59,7 @@ func TestServerLifecycle(t *testing.T) {
 	}
 }
 
-func testServerLifecycle(t *testing.T, fs string, manifest *Manifest) int {
+func testServerLifecycle(t *testing.T, fs string, manifest *testdb.Manifest) int {
 	z := Start(t, fs)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -64,7 +70,7 @@ func testServerLifecycle(t *testing.T, fs string, manifest *Manifest) int {
 		if err != nil {
 			t.Fatalf("%s: %v", when, err)
 		}
-		if head != manifest.Head {
+		if head != manifest.Head.String() {
 			t.Fatalf("%s: head %s, want %s (the FileStorage's)", when, head, manifest.Head)
 		}
 	}

@@ -1,0 +1,454 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package neotest
+
+// The data path over distributed storage through the mount: a real wcfs
+// server (subprocess, real FUSE mount) serving zeo:// (genuine ZEO server),
+// neo:// and neos:// (real NEO cluster) shows the FileStorage's bytes at head
+// and at every revision, and follows commits made through ZEO while mounted.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/wcfstest"
+	"wendelin.dev/wcfs/gocore/internal/zeotest"
+)
+
+func shaHex(data []byte) string {
+	h := sha256.Sum256(data)
+	return hex.EncodeToString(h[:])
+}
+
+// checkMount checks every file of txn under view ("head" or "@<tid>") of
+// the mount: size, whole content and every block against the manifest.
+func checkMount(t *testing.T, srv *wcfstest.Server, txn *testdb.Txn, view string) {
+	t.Helper()
+	for name, f := range txn.Files {
+		path := srv.Path(view, "bigfile", f.Oid.String())
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Errorf("%s (%s): %v", path, name, err)
+			continue
+		}
+		if int64(len(data)) != f.Size || shaHex(data) != f.Sha256 {
+			t.Errorf("%s (%s): %d bytes, sha256 %s; want %d %s", path, name, len(data), shaHex(data), f.Size, f.Sha256)
+			continue
+		}
+		for blk := int64(0); blk < f.NBlocks(); blk++ {
+			if got := shaHex(data[blk*f.BlkSize : (blk+1)*f.BlkSize]); got != f.BlockSha256(blk) {
+				t.Errorf("%s (%s): block %d differs", path, name, blk)
+			}
+		}
+	}
+}
+
+// checkAllRevisions checks head/ against the manifest's last transaction and
+// @<tid>/ against every transaction.
+func checkAllRevisions(t *testing.T, srv *wcfstest.Server, m *testdb.Manifest) {
+	t.Helper()
+	checkMount(t, srv, m.Last(), "head")
+	for _, txn := range m.Transactions {
+		if len(txn.Files) > 0 {
+			checkMount(t, srv, txn, "@"+txn.Tid.String())
+		}
+	}
+}
+
+// `wcfs neo://...` and `wcfs neos://...` serve the FileStorage behind the
+// cluster: every file, at head and at every revision.
+func TestServeNEO(t *testing.T) {
+	fsPath, m := smallFixture(t)
+	for _, tc := range []struct {
+		name string
+		opt  Options
+		all  bool // every revision, else head and the first revision with files
+	}{
+		{"neo", Options{}, true},
+		{"neos", Options{TLS: true}, false}, // the same data path, over TLS
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := Start(t, fsPath, tc.opt)
+			srv := wcfstest.Start(t, c.ZURL())
+			if got := readString(t, srv.Path(".wcfs", "zurl")); got != c.ZURL() {
+				t.Errorf(".wcfs/zurl = %q, want %q", got, c.ZURL())
+			}
+			if got := readString(t, srv.Path("head", "at")); got != m.Head.String() {
+				t.Errorf("head/at = %s, want %s", got, m.Head)
+			}
+			if tc.all {
+				checkAllRevisions(t, srv, m)
+			} else {
+				checkMount(t, srv, m.Last(), "head")
+				checkMount(t, srv, m.Transactions[1], "@"+m.Transactions[1].Tid.String())
+			}
+		})
+	}
+}
+
+func readString(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+// waitHeadAt waits until head/at shows tid.
+func waitHeadAt(t *testing.T, srv *wcfstest.Server, tid zodb.Tid) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		at := readString(t, srv.Path("head", "at"))
+		if at == tid.String() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("head/at = %s 30s after commit @%s", at, tid)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// pageCached returns how many pages of mem are in the page cache.
+func pageCached(t *testing.T, mem []byte) int {
+	t.Helper()
+	vec := make([]byte, (len(mem)+os.Getpagesize()-1)/os.Getpagesize())
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&mem[0])), uintptr(len(mem)), uintptr(unsafe.Pointer(&vec[0])))
+	if e != 0 {
+		t.Fatal("mincore:", e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// mapFile maps size bytes of path read-only (shared, as wendelin.core does);
+// the mapping and the file are released when the test ends.
+func mapFile(t *testing.T, path string, size int64) (*os.File, []byte) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Munmap(mem)
+		f.Close()
+	})
+	return f, mem
+}
+
+// makeZEODB writes a database with genuine ZODB and serves it with a genuine
+// ZEO server; it returns the server and the toolkit open on it through ZEO
+// (for commits while mounted).
+func makeZEODB(t *testing.T, bs int64) (*zeotest.Server, *testdb.DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "1.fs")
+	db := testdb.Create(t, path)
+	db.CreateFile("f", bs, testdb.ZBlk0)
+	db.CreateFile("g", bs, testdb.ZBlk1)
+	for blk := int64(0); blk < 4; blk++ {
+		if blk != 2 { // a hole
+			db.WriteBlock("f", blk, bytes.Repeat([]byte{byte('a' + blk)}, int(bs)))
+		}
+		db.WriteBlock("g", blk, bytes.Repeat([]byte{byte('A' + blk)}, int(bs)/2))
+	}
+	db.Commit("t1")
+	db.Close() // runzeo takes the FileStorage over
+	zeo := zeotest.Start(t, path)
+	return zeo, testdb.Open(t, zeo.ZURL())
+}
+
+// `wcfs zeo://...` serves the FileStorage behind a genuine ZEO server and
+// follows commits made through ZEO while mounted: head/at advances, head
+// shows the new data, only the changed block leaves the page cache, @<rev>
+// keeps the old data; the whole history stays readable.
+func TestServeZEO(t *testing.T) {
+	const bs = 64 << 10
+	// a fault on the mapping fails the test instead of killing the test
+	// process (which would skip every cleanup)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	zeo, db := makeZEODB(t, bs)
+	srv := wcfstest.Start(t, zeo.ZURL())
+	m := db.Manifest()
+	checkAllRevisions(t, srv, m)
+	at1 := m.Head
+
+	f := m.Last().Files["f"]
+	path := srv.Path("head", "bigfile", f.Oid.String())
+	fh, mem := mapFile(t, path, 8*bs)
+	block := func(blk int64) []byte { return mem[blk*bs : (blk+1)*bs] }
+	for blk := int64(0); blk < 4; blk++ {
+		_ = block(blk)[0] // fault it in
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for pageCached(t, mem[:4*bs]) != 4*bs/os.Getpagesize() {
+		if time.Now().After(deadline) {
+			t.Fatalf("head file not cached after reading it: %d pages", pageCached(t, mem[:4*bs]))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// commit through ZEO: change block 1 of f
+	db.WriteBlock("f", 1, bytes.Repeat([]byte{'x'}, bs))
+	at2 := db.Commit("t2")
+	waitHeadAt(t, srv, at2)
+
+	cachedAfter := make([]int, 4)
+	for blk := int64(0); blk < 4; blk++ {
+		cachedAfter[blk] = pageCached(t, block(blk))
+	}
+	full := bs / os.Getpagesize()
+	if cachedAfter[0] != full || cachedAfter[1] != 0 || cachedAfter[2] != full || cachedAfter[3] != full {
+		t.Errorf("head page cache after commit (pages per block 0-3): %v; want only block 1 dropped (%d pages each)", cachedAfter, full)
+	}
+	if !bytes.Equal(block(1), bytes.Repeat([]byte{'x'}, bs)) {
+		t.Errorf("head block 1 after commit: not the new data")
+	}
+	// the old block 1, as of its own last change, is in @at1's cache already
+	old := srv.Path("@"+at1.String(), "bigfile", f.Oid.String())
+	_, omem := mapFile(t, old, 4*bs)
+	if n := pageCached(t, omem[bs:2*bs]); n != full {
+		t.Errorf("@%s block 1: %d of %d pages cached before anyone read it", at1, n, full)
+	}
+	if !bytes.Equal(omem[bs:2*bs], bytes.Repeat([]byte{'b'}, bs)) {
+		t.Errorf("@%s block 1: not the old data", at1)
+	}
+
+	// grow the file (block 5; 4 is a hole)
+	db.WriteBlock("f", 5, []byte("appended"))
+	at3 := db.Commit("t3")
+	waitHeadAt(t, srv, at3)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(fh.Fd()), &st); err != nil || st.Size != 6*bs {
+		t.Fatalf("head file size after commit: %d (%v), want %d", st.Size, err, 6*bs)
+	}
+	if got := block(5)[:8]; string(got) != "appended" {
+		t.Errorf("head block 5 after commit: %q", got)
+	}
+	checkAllRevisions(t, srv, db.Manifest())
+
+	// a file created through ZEO while mounted appears in head/
+	oid := db.CreateFile("h", 4<<10, testdb.ZBlk1)
+	db.WriteBlock("h", 3, []byte("new file"))
+	at4 := db.Commit("t4")
+	waitHeadAt(t, srv, at4)
+	data := readString(t, srv.Path("head", "bigfile", oid.String()))
+	if len(data) != 4*4<<10 || !strings.HasPrefix(data[3*4<<10:], "new file") {
+		t.Errorf("head/bigfile/%s (created while mounted): %d bytes", oid, len(data))
+	}
+}
+
+// outageStorage is a storage a test can take away and bring back.
+type outageStorage interface {
+	ZURL() string
+	Kill() error
+	Restart() error
+	Pause() error
+	Resume() error
+}
+
+// zstorTimeout is what outage tests give the server as -zstor.timeout.
+const zstorTimeout = 2 * time.Second
+
+// serverHasOutageMode tells whether the wcfs under test implements the
+// storage-outage contract (it has the -zstor.timeout flag).
+func serverHasOutageMode(t *testing.T) bool {
+	out, _ := exec.Command(wcfstest.Binary(t), "-h").CombinedOutput()
+	return bytes.Contains(out, []byte("-zstor.timeout"))
+}
+
+// statsValue returns the value of key in .wcfs/stats, -1 if absent.
+func statsValue(t *testing.T, srv *wcfstest.Server, key string) int {
+	t.Helper()
+	for _, line := range strings.Split(readString(t, srv.Path(".wcfs", "stats")), "\n") {
+		k, v, ok := strings.Cut(line, "\t: ")
+		if ok && k == key {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf(".wcfs/stats: %q", line)
+			}
+			return n
+		}
+	}
+	return -1
+}
+
+// readBounded reads path in a goroutine and waits at most bound: a read that
+// hangs is reported and left to the server's cleanup (which aborts the FUSE
+// connection).
+func readBounded(t *testing.T, path string, bound time.Duration) ([]byte, error) {
+	t.Helper()
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	t0 := time.Now()
+	go func() {
+		data, err := os.ReadFile(path)
+		done <- result{data, err}
+	}()
+	select {
+	case r := <-done:
+		return r.data, r.err
+	case <-time.After(bound):
+		t.Fatalf("read %s: no answer after %s (a hang)", path, time.Since(t0).Round(time.Millisecond))
+		return nil, nil
+	}
+}
+
+// Storage outages, as docs/operations.md ("Storage outages") specifies:
+// while the storage is away, reads that need it fail with EIO within a
+// bounded time, cached data stays right, .wcfs/stats shows ZStorDown 1;
+// when the storage is back the server exits non-zero with a message naming
+// the storage, leaving no mount.
+func TestStorageOutage(t *testing.T) {
+	fsPath, m := smallFixture(t)
+	head := m.Last()
+	cachedF, otherF := head.Files["zf0"], head.Files["zf64k"]
+	outageMode := serverHasOutageMode(t)
+
+	for _, kind := range []string{"zeo", "neo"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var stor outageStorage
+			var addr string
+			switch kind {
+			case "zeo":
+				z := zeotest.Start(t, testdb.CopyFS(t, fsPath))
+				stor, addr = z, z.Addr
+			case "neo":
+				if !outageMode {
+					t.Skip("wcfs has no storage-outage mode yet (no -zstor.timeout): over NEO it hangs while the " +
+						"cluster is stopped and serves EIO forever after the cluster is back (docs/operations.md, issue 7)")
+				}
+				c := Start(t, fsPath, Options{})
+				stor, addr = c, c.MasterAddr
+			}
+			var args []string
+			if outageMode {
+				args = append(args, "-zstor.timeout="+zstorTimeout.String())
+			}
+			srv := wcfstest.Start(t, stor.ZURL(), args...)
+			cached := srv.Path("head", "bigfile", cachedF.Oid.String())
+			other := srv.Path("head", "bigfile", otherF.Oid.String())
+			if data := readString(t, cached); shaHex([]byte(data)) != cachedF.Sha256 {
+				t.Fatalf("%s: wrong content before the outage", cached)
+			}
+			if outageMode && statsValue(t, srv, "ZStorDown") != 0 {
+				t.Fatalf(".wcfs/stats: ZStorDown = %d before the outage, want 0", statsValue(t, srv, "ZStorDown"))
+			}
+
+			if err := stor.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			if outageMode {
+				// EIO for what needs the storage, right data for what is cached
+				bound := zstorTimeout + 10*time.Second
+				_, err := readBounded(t, other, bound)
+				if !errors.Is(err, syscall.EIO) {
+					t.Errorf("read of uncached %s during the outage: %v, want EIO", other, err)
+				}
+				if data, err := readBounded(t, cached, bound); err == nil && shaHex(data) != cachedF.Sha256 {
+					t.Errorf("read of cached %s during the outage: wrong data", cached)
+				}
+				deadline := time.Now().Add(bound)
+				for statsValue(t, srv, "ZStorDown") != 1 {
+					if time.Now().After(deadline) {
+						t.Fatalf(".wcfs/stats: ZStorDown = %d during the outage, want 1", statsValue(t, srv, "ZStorDown"))
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			} else {
+				// the server of this tree exits at once; reads never give wrong data
+				if data, err := os.ReadFile(cached); err == nil && shaHex(data) != cachedF.Sha256 {
+					t.Errorf("read of %s after the storage was killed: wrong data", cached)
+				}
+			}
+
+			if err := stor.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			code, err := srv.WaitExit(30 * time.Second)
+			if err != nil {
+				t.Fatalf("storage back: %v; want the server to exit", err)
+			}
+			if code == 0 {
+				t.Errorf("server exit code 0 after losing its storage, want non-zero")
+			}
+			if log := srv.Log(); !strings.Contains(log, addr) {
+				t.Errorf("server log does not name the storage (%s):\n%s", addr, log)
+			}
+			if wcfstest.IsMounted(srv.Mnt) {
+				t.Errorf("%s still mounted after the server exited", srv.Mnt)
+			}
+		})
+	}
+}
+
+// A storage that hangs (SIGSTOP) makes reads that need it fail with EIO
+// within -zstor.timeout, not hang; cached data stays right.
+func TestStorageHang(t *testing.T) {
+	if !serverHasOutageMode(t) {
+		t.Skip("wcfs has no storage-outage mode yet (no -zstor.timeout): reads wait as long as a stopped " +
+			"storage does not answer (docs/operations.md, issue 7)")
+	}
+	fsPath, m := smallFixture(t)
+	head := m.Last()
+	for _, kind := range []string{"zeo", "neo"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var stor outageStorage
+			if kind == "zeo" {
+				stor = zeotest.Start(t, testdb.CopyFS(t, fsPath))
+			} else {
+				stor = Start(t, fsPath, Options{})
+			}
+			srv := wcfstest.Start(t, stor.ZURL(), "-zstor.timeout="+zstorTimeout.String())
+			cachedF, otherF := head.Files["zf0"], head.Files["zf64k"]
+			cached := srv.Path("head", "bigfile", cachedF.Oid.String())
+			readString(t, cached)
+			if err := stor.Pause(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { stor.Resume() })
+			t0 := time.Now()
+			_, err := readBounded(t, srv.Path("head", "bigfile", otherF.Oid.String()), zstorTimeout+10*time.Second)
+			if !errors.Is(err, syscall.EIO) {
+				t.Errorf("read needing a hung storage: %v after %s, want EIO", err, time.Since(t0))
+			}
+			if data, err := readBounded(t, cached, zstorTimeout+10*time.Second); err == nil && shaHex(data) != cachedF.Sha256 {
+				t.Errorf("read of cached %s while the storage hangs: wrong data", cached)
+			}
+		})
+	}
+}
