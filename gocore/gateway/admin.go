@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"syscall"
@@ -266,8 +267,12 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 }
 
 // WaitMount waits until a server for zurl serves at mntpt and returns its
-// .wcfs/zurl open. It waits on mount table changes (no polling); a dead
-// server's mount is an error.
+// .wcfs/zurl open. It wakes up on mount table changes (POLLPRI on
+// /proc/self/mountinfo) and, since the kernel does not signal every change
+// (unmounts of dead FUSE mounts, seen on 6.18), every 100ms. A dead server's
+// mount is waited out too (somebody may be cleaning it), and reported if ctx
+// ends first. Spawned servers are waited for by their readiness
+// notification instead (see spawn); this is for servers started by others.
 func (g *Gateway) WaitMount(ctx context.Context, zurlStr, mntpt string) (*os.File, error) {
 	mi, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
@@ -283,6 +288,7 @@ func (g *Gateway) WaitMount(ctx context.Context, zurlStr, mntpt string) (*os.Fil
 	stop := context.AfterFunc(ctx, func() { unix.Write(wake, []byte{1, 0, 0, 0, 0, 0, 0, 0}) })
 	defer stop()
 
+	last := "nothing mounted"
 	for {
 		m, err := topMountAt(mntpt)
 		if err != nil {
@@ -293,19 +299,18 @@ func (g *Gateway) WaitMount(ctx context.Context, zurlStr, mntpt string) (*os.Fil
 			if err != nil {
 				return nil, err
 			}
-			switch st.kind {
-			case stateRunning:
+			if st.kind == stateRunning {
+				st.f.Seek(0, io.SeekStart) // read again by the caller
 				return st.f, nil
-			case stateDead:
-				return nil, fmt.Errorf("%s: %s", mntpt, st.describe(mntpt))
 			}
+			last = st.describe(mntpt)
 		}
 		fds := []unix.PollFd{{Fd: int32(mi.Fd()), Events: unix.POLLPRI}, {Fd: int32(wake), Events: unix.POLLIN}}
-		if _, err := unix.Poll(fds, -1); err != nil && err != unix.EINTR {
+		if _, err := unix.Poll(fds, 100); err != nil && err != unix.EINTR {
 			return nil, fmt.Errorf("poll mount table: %w", err)
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("wait for %s to be mounted: %w", mntpt, ctx.Err())
+			return nil, fmt.Errorf("wait for a server at %s (%s): %w", mntpt, last, ctx.Err())
 		}
 	}
 }

@@ -724,3 +724,36 @@ func TestWaitMount(t *testing.T) {
 		t.Fatalf("wait for nothing: %v", err)
 	}
 }
+
+func TestWaitMountOverStale(t *testing.T) {
+	tg := newTGW(t, "ok")
+	z := tg.zurl("waitstale")
+	mntpt, _ := tg.Mountpoint(z)
+	srv, err := tg.start(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	killServer(t, srv)
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		f, err := tg.WaitMount(ctx, z, mntpt)
+		if f != nil {
+			f.Close()
+		}
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	srv2, err := tg.start(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := srv2.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.stopLocked(context.Background())
+}

@@ -31,6 +31,8 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
 
 const helperEnv = "GATEWAY_TEST_HELPER"
@@ -39,7 +41,7 @@ func TestMain(m *testing.M) {
 	if h := os.Getenv(helperEnv); h != "" {
 		os.Exit(helperMain(h, os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	wcfstest.Main(m) // removes the server binary it built
 }
 
 func helperMain(h string, args []string) int {

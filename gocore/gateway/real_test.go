@@ -1,0 +1,127 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package gateway
+
+// The gateway with the real server (bin/wcfs built by wcfstest) on databases
+// written by genuine ZODB (testdb).
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/wcfstest"
+)
+
+// realTGW returns a test gateway spawning the real server, and the zurl of
+// a fresh database with one 64 KiB-block ZBigFile "zf" and its content.
+func realTGW(t *testing.T) (tg *tgw, zurlStr string, path string, data []byte) {
+	t.Helper()
+	tg = newTGW(t, "")
+	tg.Exe = wcfstest.Binary(t)
+	tg.StartTimeout = 2 * time.Minute // -race builds start slowly on 2 cores
+	tg.env = os.Environ()
+	db := testdb.Create(t, filepath.Join(t.TempDir(), "1.fs"))
+	oid := db.CreateFile("zf", 64<<10, testdb.ZBlk1)
+	data = bytes.Repeat([]byte("wcfs"), 3*(64<<10)/4)
+	db.Write("zf", 0, data)
+	db.Commit("real")
+	return tg, db.ZURL(), fmt.Sprintf("head/bigfile/%s", oid), data
+}
+
+func TestRealServer(t *testing.T) {
+	tg, z, path, data := realTGW(t)
+	w, err := tg.join(z, AutostartYes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(w.Mountpoint(), path))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read through the mount: %d bytes, %v", len(got), err)
+	}
+	if checks, err := tg.Status(context.Background(), z); err != nil {
+		t.Fatalf("status: %v\n%v", err, checks)
+	}
+
+	// another process's registry attaches to the same server
+	other := &Gateway{Exe: tg.Exe, Root: tg.Root, Log: tg.Log}
+	w2, err := other.Join(context.Background(), z, JoinOptions{Autostart: AutostartNo})
+	if err != nil || w2.Server() != nil {
+		t.Fatalf("second registry: %v", err)
+	}
+
+	// crash: the next join with autostart cleans the stale mount
+	srv := w.Server()
+	killServer(t, srv)
+	if _, err := os.ReadFile(filepath.Join(w.Mountpoint(), ".wcfs/zurl")); !isDeadFUSE(err) {
+		t.Fatalf("after crash: %v", err)
+	}
+	w.Close()
+	w2.Close()
+	w3, err := other.Join(context.Background(), z, JoinOptions{Autostart: AutostartYes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = os.ReadFile(filepath.Join(w3.Mountpoint(), path))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read after restart: %d bytes, %v", len(got), err)
+	}
+	w3.Close()
+	if err := tg.Stop(context.Background(), z); err != nil {
+		t.Fatal(err)
+	}
+	tg.stopped(z, w3.Server())
+	srv.stopLocked(context.Background())
+}
+
+func TestRealMissingDatabase(t *testing.T) {
+	tg := newTGW(t, "")
+	tg.Exe = wcfstest.Binary(t)
+	tg.StartTimeout = 2 * time.Minute
+	tg.env = os.Environ()
+	z := "file://" + filepath.Join(t.TempDir(), "nonexistent.fs")
+	_, err := tg.start(z)
+	var errno syscall.Errno
+	if err == nil || !strings.Contains(err.Error(), "exited with status 1 before it was ready: wcfs: ") ||
+		!strings.Contains(err.Error(), "nonexistent.fs") || !errors.As(err, &errno) {
+		t.Fatalf("start on a missing database: %v", err)
+	}
+	tg.stopped(z, nil)
+}
+
+// -autoexit: the server exits once its last client is gone.
+func TestRealAutoexit(t *testing.T) {
+	tg, z, _, _ := realTGW(t)
+	tg.env = append(tg.env, EnvOptions+"=-autoexit.grace=200ms")
+	w, err := tg.join(z, AutostartYes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := w.Server()
+	if srv.proc.wait(context.Background(), time.Second) {
+		t.Fatal("the server exited while joined")
+	}
+	w.Close()
+	if !srv.proc.wait(context.Background(), time.Minute) {
+		t.Fatal("the server does not exit after its last client left")
+	}
+	if ok, _ := IsMounted(w.Mountpoint()); ok {
+		t.Fatal("still mounted after autoexit")
+	}
+	// the mountpoint directory is ours to remove
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tg.stopped(z, srv)
+}
