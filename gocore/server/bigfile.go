@@ -45,17 +45,29 @@ func (d *bigfileDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut
 	if !ok {
 		return nil, errno(invalidf("not oid"), what)
 	}
-	var f *bigFile
-	var err error
-	if d.head != nil {
-		f, err = d.head.lookupFile(ctx, oid, &out.Attr)
-	} else {
-		f, err = d.rev.lookupFile(ctx, oid, &out.Attr)
+	reg := fs.StableAttr{Mode: syscall.S_IFREG}
+	if h := d.head; h != nil {
+		// the inode is set up with viewMu read-held: the commit follower
+		// (viewMu.W) uses it for cache retrieve/invalidation
+		if err := h.viewMu.RLock(ctx); err != nil {
+			return nil, errno(err, what)
+		}
+		defer h.viewMu.RUnlock()
+		f, err := h.lookupFile(ctx, oid, &out.Attr)
+		if err != nil {
+			return nil, errno(err, what)
+		}
+		return d.NewInode(ctx, f, reg), 0
 	}
+	v := d.rev
+	f, err := v.lookupFile(ctx, oid, &out.Attr)
 	if err != nil {
 		return nil, errno(err, what)
 	}
-	return d.NewInode(ctx, f, fs.StableAttr{Mode: syscall.S_IFREG}), 0
+	ch := d.NewInode(ctx, f, reg)
+	v.mu.Lock() // publish the inode set up to revView.file users (storeOld)
+	v.mu.Unlock()
+	return ch, 0
 }
 
 // OnForget: @<rev>/bigfile/ nodes are dropped when the kernel forgets them.
@@ -122,26 +134,26 @@ func (f *bigFile) path() string {
 }
 
 // initState loads the ZBigFile's parameters through zc (view entered).
-func (f *bigFile) initState(ctx context.Context, zc *zdata.ZConn) (sizePath []zdata.PathNode, err error) {
+func (f *bigFile) initState(ctx context.Context, zc *zdata.ZConn) error {
 	zfile, err := zc.LoadZBigFile(ctx, f.oid)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	zctx := zc.Ctx(ctx)
 	blksize, _, err := zfile.Params(zctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	size, sizePath, err := zfile.Size(zctx)
+	size, _, err := zfile.Size(zctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	f.zfile = zfile
 	f.blksize = blksize
 	f.size = size
 	f.revApprox = zfile.PSerial()
 	f.gone = nil
-	return sizePath, nil
+	return nil
 }
 
 // fillAttr fills the attributes of f; the view must be entered.

@@ -16,6 +16,8 @@ import (
 	log "github.com/golang/glog"
 	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/history"
 )
 
 // historyKeep is how much history is kept at least (spec 1.7 step 9).
@@ -185,11 +187,10 @@ func (h *headView) forgetCut() zodb.Tid {
 // switchView is phase 1 of commit; viewMu is write-held.
 func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*viewSwitch, error) {
 	oldAt := h.zconn.At()
-	δF, err := h.hist.Update(ctx, δZ)
+	δF, err := h.updateHistory(ctx, δZ)
 	if err != nil {
-		return nil, fmt.Errorf("history: %w", err)
+		return nil, err
 	}
-
 	sw := &viewSwitch{tid: δZ.Tid}
 
 	// collect old data of changed blocks and drop them from the load tables
@@ -199,62 +200,58 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 		data []byte // from the load table, else retrieved
 	}
 	var cands []candidate
-	foids := make([]zodb.Oid, 0, len(δF))
-	for foid := range δF {
+	foids := make([]zodb.Oid, 0, len(δF.Files))
+	for foid := range δF.Files {
 		foids = append(foids, foid)
 	}
 	sort.Slice(foids, func(i, j int) bool { return foids[i] < foids[j] })
 	changed := make([]*bigFile, 0, len(foids))
 	for _, foid := range foids {
-		fc := δF[foid]
+		fd := δF.Files[foid]
 		h.filesMu.Lock()
 		f := h.files[foid]
 		h.filesMu.Unlock()
 		if f == nil {
-			continue // not served (yet)
+			continue // followed but not served: nothing cached
 		}
 		changed = append(changed, f)
 		f.loadMu.Lock()
-		if fc.Epoch {
+		if fd.Epoch {
 			clear(f.loads)
 			f.loadMu.Unlock()
 			sw.invalAll = append(sw.invalAll, f)
 			continue
 		}
-		for _, blk := range fc.Blocks {
+		for _, blk := range fd.Blocks {
 			var data []byte
 			if l := f.loads[blk]; l != nil {
 				delete(f.loads, blk)
-				data = l.data // loads are all done under viewMu.W
+				data = l.data // loads are all done: viewMu is write-held
 			}
 			cands = append(cands, candidate{f, blk, data})
 		}
 		f.loadMu.Unlock()
-		sw.inval = append(sw.inval, blockInval{f, f.blksize, fc.Blocks})
-		if fc.Size {
+		if len(fd.Blocks) > 0 {
+			sw.inval = append(sw.inval, blockInval{f, f.blksize, fd.Blocks})
+		}
+		if fd.SizeChanged {
 			sw.invalAttr = append(sw.invalAttr, f)
 		}
 	}
 
 	// old data: retrieve from the kernel what the load tables did not
-	// have. Only full blocks are kept; only blocks whose revision the
-	// history knows exactly are worth keeping.
+	// have; keep only full blocks, under a memory budget
 	budget := int64(preserveBudget)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, c := range cands {
-		if c.f.gone != nil {
-			continue
-		}
-		rev, exact, err := h.hist.BlkRevAt(ctx, c.f.oid, c.blk, oldAt)
+		rev, err := h.hist.BlkRevAt(c.f.oid, c.blk, oldAt)
 		if err != nil {
-			return nil, fmt.Errorf("%s: blk %d: revision @%s: %w", c.f.path(), c.blk, oldAt, err)
-		}
-		if !exact {
+			log.Warningf("%s: blk %d: %s (old data not kept in @<rev>/)", c.f.path(), c.blk, err)
 			continue
 		}
 		if budget < c.f.blksize {
-			log.Warningf("%s: blk %d: not preserving old data in @%s/ (over %d bytes this commit)", c.f.path(), c.blk, rev, preserveBudget)
+			log.Warningf("%s: blk %d: old data not kept in @%s/ (over %d bytes this commit)", c.f.path(), c.blk, rev, preserveBudget)
 			continue
 		}
 		budget -= c.f.blksize
@@ -269,7 +266,7 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 					log.Warningf("%s: blk %d: retrieve from page cache: %s (reading @%s/ will be slower)", c.f.path(), c.blk, st, rev)
 				}
 				if int64(n) != c.f.blksize {
-					return // not (fully) cached: nothing to preserve
+					return // not (fully) cached: nothing to keep
 				}
 			}
 			mu.Lock()
@@ -284,23 +281,22 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 		return nil, err
 	}
 	for _, f := range changed {
-		fc := δF[f.oid]
-		if fc.Epoch || fc.Size {
+		fd := δF.Files[f.oid]
+		if fd.Epoch || fd.SizeChanged {
 			oldBlksize, oldSize := f.blksize, f.size
-			sizePath, err := f.initState(ctx, h.zconn)
+			err := f.initState(ctx, h.zconn)
 			switch {
 			case err == nil:
-				if fc.Epoch {
+				if fd.Epoch {
 					log.Warningf("%s: ZBigFile changed @%s (blksize %d -> %d, size %d -> %d): serving the new content",
 						f.path(), δZ.Tid, oldBlksize, f.blksize, oldSize, f.size)
 				}
-				h.hist.TrackFile(f.zfile, sizePath)
-			case isInvalid(err):
-				// the ZBigFile was deleted (or replaced by another class)
+			case fd.Gone || isInvalid(err):
+				// deleted, or replaced by an object of another class
 				log.Warningf("%s: ZBigFile gone @%s: %s", f.path(), δZ.Tid, err)
 				f.gone = err
 				f.size = 0
-				if !fc.Epoch {
+				if !fd.Epoch {
 					sw.invalAll = append(sw.invalAll, f)
 				}
 			default:
@@ -314,6 +310,30 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 	h.uploadGen = new(sync.WaitGroup)
 	return sw, nil
 }
+
+// updateHistory applies δZ to the block history. A failure to load what a
+// commit changed is retried for a while (a storage hiccup); after that the
+// server cannot know which cached blocks are stale, and fails.
+func (h *headView) updateHistory(ctx context.Context, δZ *zodb.EventCommit) (*history.Delta, error) {
+	delay := 100 * time.Millisecond
+	for try := 1; ; try++ {
+		δF, err := h.hist.Update(ctx, δZ)
+		if err == nil || try == historyTries || ctx.Err() != nil {
+			return δF, err
+		}
+		log.Warningf("%s (retrying in %s)", err, delay)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay *= 2
+	}
+}
+
+// historyTries bounds the attempts to apply one commit to the history
+// (0.1+0.2+...+3.2 s of waits).
+const historyTries = 7
 
 // applyToKernel is phase 2 of commit (no view lock held).
 func (s *Server) applyToKernel(sw *viewSwitch) {

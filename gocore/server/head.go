@@ -13,6 +13,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/history"
 	"wendelin.dev/wcfs/gocore/zdata"
 )
 
@@ -53,7 +54,9 @@ type headView struct {
 	filesMu sync.Mutex
 	files   map[zodb.Oid]*bigFile // head/bigfile/<oid> served so far (never removed)
 
-	hist blockHistory
+	// hist is the block history of head files (gocore/history): Update
+	// under viewMu.W, Follow/Track under viewMu.R (its head = zconn's).
+	hist *history.History
 
 	// OnBlockLoad, if set, is called after a block of a head file was
 	// loaded from the database and before its data is returned to the
@@ -69,7 +72,7 @@ type headView struct {
 	waiters map[chan struct{}]zodb.Tid // wait for head/at >= tid
 }
 
-func newHeadView(srv *Server, zconn *zdata.ZConn, hist blockHistory) *headView {
+func newHeadView(srv *Server, zconn *zdata.ZConn, hist *history.History) *headView {
 	h := &headView{
 		srv:       srv,
 		viewMu:    newViewLock(),
@@ -110,21 +113,19 @@ func (d *headDir) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrO
 }
 
 // lookupFile returns head/bigfile/<oid>, creating it on first lookup, and
-// fills its attributes.
+// fills its attributes; viewMu must be read-held.
 func (h *headView) lookupFile(ctx context.Context, oid zodb.Oid, attr *fuse.Attr) (*bigFile, error) {
-	if err := h.viewMu.RLock(ctx); err != nil {
-		return nil, err
-	}
-	defer h.viewMu.RUnlock()
-
 	h.filesMu.Lock()
 	f := h.files[oid]
 	h.filesMu.Unlock()
 	if f == nil {
 		nf := newBigFile(oid)
 		nf.head = h
-		sizePath, err := nf.initState(ctx, h.zconn)
-		if err != nil {
+		if err := nf.initState(ctx, h.zconn); err != nil {
+			return nil, err
+		}
+		// follow the file's blktab before any of its blocks can be read
+		if _, err := h.hist.Follow(ctx, oid); err != nil {
 			return nil, err
 		}
 		h.filesMu.Lock()
@@ -132,7 +133,6 @@ func (h *headView) lookupFile(ctx context.Context, oid zodb.Oid, attr *fuse.Attr
 		if f == nil { // else a concurrent lookup won
 			f = nf
 			h.files[oid] = f
-			h.hist.TrackFile(f.zfile, sizePath)
 		}
 		h.filesMu.Unlock()
 	}
@@ -142,10 +142,12 @@ func (h *headView) lookupFile(ctx context.Context, oid zodb.Oid, attr *fuse.Attr
 
 // blockLoaded is called by head file reads after loading a block, with
 // viewMu read-held, before the data reaches the kernel: the history tracks
-// the block's path (a block that may be in the page cache is always tracked,
-// so that a commit changing it is seen), then the isolation hook runs.
+// the block (a block that may be in the page cache is always tracked, so
+// that a commit changing it is seen), then the isolation hook runs.
 func (h *headView) blockLoaded(ctx context.Context, f *bigFile, blk int64, info zdata.BlkInfo) error {
-	h.hist.TrackBlk(f.zfile, blk, info)
+	if err := h.hist.Track(f.oid, blk, info.ZBlk, h.zconn.At()); err != nil {
+		return err
+	}
 	if h.OnBlockLoad != nil {
 		return h.OnBlockLoad(ctx, f, blk, info)
 	}

@@ -4,6 +4,7 @@
 package server_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -72,9 +73,8 @@ func TestStopBusy(t *testing.T) {
 	if _, err := f.ReadAt(buf, 0); err != nil {
 		t.Fatalf("read after SIGTERM: %v", err)
 	}
-	log := srv.Log()
-	if !strings.Contains(log, "keep serving") || !strings.Contains(log, "fd") {
-		t.Errorf("log does not say the mount is busy and by whom:\n%s", log)
+	if !waitLog(srv, "keep serving", fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("log does not say the mount is busy and by whom:\n%s", srv.Log())
 	}
 	f.Close()
 	if err := srv.Stop(); err != nil {
@@ -133,7 +133,7 @@ func TestAutoExit(t *testing.T) {
 		if !wcfstest.IsMounted(srv.Mnt) {
 			t.Fatalf("unmounted (lazily?) while busy")
 		}
-		if !strings.Contains(srv.Log(), "staying up") {
+		if !waitLog(srv, "staying up") {
 			t.Errorf("log does not say why it stays up:\n%s", srv.Log())
 		}
 		sleeper.Process.Kill()
@@ -164,4 +164,18 @@ func TestSIGQUIT(t *testing.T) {
 	if err := unix.Unmount(srv.Mnt, 0); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// waitLog waits (a while) until the server's log contains all of subs.
+func waitLog(srv *wcfstest.Server, subs ...string) bool {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		log, ok := srv.Log(), true
+		for _, sub := range subs {
+			ok = ok && strings.Contains(log, sub)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }

@@ -110,7 +110,7 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 	if s.opt.Debug {
 		debug := wcfs.NewPersistentInode(ctx, &dir{}, dirAttr)
 		wcfs.AddChild("debug", debug, false)
-		debug.AddChild("zhead", debug.NewPersistentInode(ctx, &zheadFile{srv: s}, reg), false)
+		debug.AddChild("zhead", debug.NewPersistentInode(ctx, s.zhead, reg), false)
 	}
 }
 

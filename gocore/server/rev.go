@@ -216,7 +216,7 @@ func (v *revView) lookupFile(ctx context.Context, oid zodb.Oid, attr *fuse.Attr)
 	if f == nil {
 		nf := newBigFile(oid)
 		nf.rev = v
-		if _, err := nf.initState(ctx, zc); err != nil {
+		if err := nf.initState(ctx, zc); err != nil {
 			return nil, err
 		}
 		nf.zgen = gen

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/history"
 	"wendelin.dev/wcfs/gocore/zdata"
 )
 
@@ -90,7 +91,7 @@ func Open(ctx context.Context, opt Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", opt.ZURL, err)
 	}
-	s.head = newHeadView(s, zhead, newCoarseHistory())
+	s.head = newHeadView(s, zhead, history.New(s.stor, at0))
 	s.revs = &revViews{srv: s, byAt: make(map[zodb.Tid]*revView)}
 	s.root = &rootNode{srv: s}
 	if opt.Debug {
@@ -219,10 +220,24 @@ func (s *Server) Wait() error {
 }
 
 // Unmount unmounts the filesystem (non-lazily); serving then ends and Wait
-// returns. If the mount is busy the error says so (EBUSY) and the server
-// keeps serving.
+// returns. Readers of .wcfs/debug/zhead are detached first (they would
+// otherwise keep the mount busy). If the mount stays busy the error says so
+// (EBUSY) and the server keeps serving.
 func (s *Server) Unmount() error {
-	err := unix.Unmount(s.opt.Mountpoint, 0)
+	if s.zhead != nil {
+		s.zhead.detachAll()
+	}
+	var err error
+	delay := 5 * time.Millisecond
+	for try := 0; try < 5; try++ {
+		// a reader that was just detached releases its file a bit later
+		err = unix.Unmount(s.opt.Mountpoint, 0)
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(delay)
+		delay *= 2
+	}
 	if err != nil {
 		return fmt.Errorf("unmount %s: %w", s.opt.Mountpoint, err)
 	}

@@ -100,6 +100,16 @@ func (z *zheadFile) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno
 	return 0
 }
 
+// detachAll ends every reader's stream (EOF after the queued lines).
+func (z *zheadFile) detachAll() {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	for l := range z.links {
+		delete(z.links, l)
+		close(l.q)
+	}
+}
+
 // publish queues tid to every reader; readers whose queue is full are detached.
 func (z *zheadFile) publish(tid zodb.Tid) {
 	z.mu.Lock()

@@ -22,10 +22,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -203,8 +205,14 @@ func startAt(t testing.TB, bin, zurl, mnt string, args []string) (*Server, error
 	s.cmd.Stdout = logf
 	s.cmd.Stderr = logf
 	s.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath, "GORACE=halt_on_error=1")
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
+	// its own process group (kill takes its children too); SIGTERM when
+	// the test process dies (test timeout panic: no cleanup runs). The
+	// signal comes when the thread that forked dies: keep it locked.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	runtime.LockOSThread()
+	err = s.cmd.Start()
+	runtime.UnlockOSThread()
+	if err != nil {
 		t.Fatal(err)
 	}
 	s.PID = s.cmd.Process.Pid
@@ -358,8 +366,15 @@ func (s *Server) WaitExit(timeout time.Duration) (int, error) {
 	}
 }
 
-// kill aborts the FUSE connection and kills the process group.
+// kill dumps the server's goroutines into its log (SIGQUIT), aborts the
+// FUSE connection and kills the process group.
 func (s *Server) kill(t testing.TB) {
+	if s.Signal(syscall.SIGQUIT) == nil {
+		select {
+		case <-s.exited:
+		case <-time.After(5 * time.Second):
+		}
+	}
 	if dev, ok := mountDev(s.Mnt); ok {
 		abort := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", dev)
 		if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
@@ -402,7 +417,11 @@ func (s *Server) cleanup(t testing.TB, removeMnt bool) {
 		}
 	}
 	if t.Failed() {
-		t.Logf("wcfs (pid %d) output:\n%s", s.PID, tail(s.Log(), 200))
+		n := 200
+		if os.Getenv("WCFSTEST_FULLLOG") != "" {
+			n = math.MaxInt
+		}
+		t.Logf("wcfs (pid %d) output:\n%s", s.PID, tail(s.Log(), n))
 	}
 	s.logf.Close()
 }
