@@ -261,4 +261,3 @@ func checkBlocks(t *testing.T, path string, bs int64, want map[int64][]byte) {
 		}
 	}
 }
-
