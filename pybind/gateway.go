@@ -8,6 +8,7 @@ package pybind
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 
@@ -39,6 +40,16 @@ func Join(zurl string, autostart int, environ string, startTimeout float64) (*WC
 	}
 	w, err := gw.Join(context.Background(), zurl, gateway.JoinOptions{
 		Autostart: gateway.Autostart(autostart), Env: env, StartTimeout: seconds(startTimeout)})
+	if err != nil {
+		return nil, pyerr(err)
+	}
+	return &WCFS{w}, nil
+}
+
+// JoinRunning joins the server for zurl if it runs; else it returns a WCFS
+// that is not OK (Join then decides, with the environment, what to do).
+func JoinRunning(zurl string) (*WCFS, error) {
+	w, err := gw.JoinRunning(context.Background(), zurl)
 	if err != nil {
 		return nil, pyerr(err)
 	}
@@ -135,6 +146,12 @@ func detachFd(f *os.File) (int, error) {
 
 // WCFS is a joined server (gateway.WCFS).
 type WCFS struct{ w *gateway.WCFS }
+
+// OK reports whether w is a joined server (see JoinRunning).
+func (w *WCFS) OK() bool { return w.w != nil }
+
+// Info returns "<serial> <mountpoint>" (one call instead of two).
+func (w *WCFS) Info() string { return fmt.Sprintf("%d %s", w.w.Serial(), w.w.Mountpoint()) }
 
 func (w *WCFS) Mountpoint() string { return w.w.Mountpoint() }
 func (w *WCFS) Zurl() string       { return w.w.Zurl() }

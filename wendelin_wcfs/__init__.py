@@ -371,15 +371,17 @@ def join(zurl, autostart=_default_autostart_value):  # -> WCFS
     is true (default: $WENDELIN_CORE_WCFS_AUTOSTART, yes); otherwise join
     raises RuntimeError("wcfs: join <zurl>: server not running (...)").
     """
-    if autostart is _default_autostart_value:
-        a = _gopy.AutostartEnv  # Go reads it from _environ()
-    else:
-        a = _gopy.AutostartYes if autostart else _gopy.AutostartNo
-    gowc = _call(_gopy.Join, zurl, a, _environ(), 0)
+    gowc = _call(_gopy.JoinRunning, zurl)  # the common case, without the environment
+    if not gowc.OK():
+        if autostart is _default_autostart_value:
+            a = _gopy.AutostartEnv  # Go reads it from _environ()
+        else:
+            a = _gopy.AutostartYes if autostart else _gopy.AutostartNo
+        gowc = _call(_gopy.Join, zurl, a, _environ(), 0)
+    serial, mntpt = gowc.Info().split(" ", 1)
     with _wcmu:
-        mntpt = gowc.Mountpoint()
         wc = _wcregistry.get(mntpt)
-        if wc is None or wc._serial != gowc.Serial():
+        if wc is None or wc._serial != int(serial):
             wc = WCFS(gowc)
             _wcregistry[mntpt] = wc
             if wc._wcsrv is not None:

@@ -90,24 +90,30 @@ type JoinOptions struct {
 // with ErrNotRunning. A stale mount of a crashed server is cleaned first.
 // Anything else at the mountpoint is refused.
 func (g *Gateway) Join(ctx context.Context, zurlStr string, opt JoinOptions) (*WCFS, error) {
-	w, err := g.join(ctx, zurlStr, opt)
+	w, err := g.join(ctx, zurlStr, &opt)
 	if err != nil {
 		return nil, opError("join", zurlStr, err)
 	}
 	return w, nil
 }
 
-func (g *Gateway) join(ctx context.Context, zurlStr string, opt JoinOptions) (*WCFS, error) {
+// JoinRunning is Join of a server that runs: it returns nil (and no error)
+// where Join would start a server or fail with ErrNotRunning. It needs no
+// environment, which spares callers to build one on the common path.
+func (g *Gateway) JoinRunning(ctx context.Context, zurlStr string) (*WCFS, error) {
+	w, err := g.join(ctx, zurlStr, nil)
+	if err != nil {
+		return nil, opError("join", zurlStr, err)
+	}
+	return w, nil
+}
+
+// join is Join, or JoinRunning if opt is nil.
+func (g *Gateway) join(ctx context.Context, zurlStr string, opt *JoinOptions) (*WCFS, error) {
 	mntpt, err := g.Mountpoint(zurlStr)
 	if err != nil {
 		return nil, err
 	}
-	e := env(opt.Env)
-	autostart, err := e.autostart(opt.Autostart)
-	if err != nil {
-		return nil, err
-	}
-
 	if w := g.registered(mntpt); w != nil {
 		return w, nil
 	}
@@ -127,6 +133,14 @@ func (g *Gateway) join(ctx context.Context, zurlStr string, opt JoinOptions) (*W
 	}
 	if st.kind == stateRunning {
 		return g.register(zurlStr, mntpt, st.f, nil), nil
+	}
+	if opt == nil {
+		return nil, nil
+	}
+	e := env(opt.Env)
+	autostart, err := e.autostart(opt.Autostart)
+	if err != nil {
+		return nil, err
 	}
 	if !autostart {
 		return nil, fmt.Errorf("%w (%s)", ErrNotRunning, st.describe(mntpt))
