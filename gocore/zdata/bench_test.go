@@ -22,6 +22,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
@@ -178,6 +179,51 @@ func benchLoadBlk(b *testing.B, zurl string) {
 	}
 	b.Logf("%s: %d blocks, %d records", zurl, nblk, nrec)
 
+	rawLoad := func(oids []zodb.Oid) {
+		for _, oid := range oids {
+			buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: zc.At()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf.Release()
+		}
+	}
+
+	// side by side in one loop, so that all see the same machine: each
+	// iteration loads a block through LoadBlkInto and LoadBlkShared, then
+	// its records raw; the metrics are the throughput of each and ratios
+	b.Run("interleaved", func(b *testing.B) {
+		dst := make([]byte, blksize)
+		var tz, ts, tr time.Duration
+		n := 0
+		for i := 0; b.Loop(); i++ {
+			blk := int64(i) % nblk
+			t0 := time.Now()
+			if _, err := f.LoadBlkInto(ctx, blk, dst); err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			d, _, err := f.LoadBlkShared(ctx, blk)
+			if err != nil {
+				b.Fatal(err)
+			}
+			d.Release()
+			t2 := time.Now()
+			rawLoad(records[blk])
+			tr += time.Since(t2)
+			ts += t2.Sub(t1)
+			tz += t1.Sub(t0)
+			n++
+		}
+		mb := float64(n) * blksize / 1e6
+		b.ReportMetric(mb/tz.Seconds(), "into-MB/s")
+		b.ReportMetric(mb/ts.Seconds(), "shared-MB/s")
+		b.ReportMetric(mb/tr.Seconds(), "raw-MB/s")
+		b.ReportMetric(tz.Seconds()/tr.Seconds(), "into/raw")
+		b.ReportMetric(ts.Seconds()/tr.Seconds(), "shared/raw")
+		b.ReportMetric(0, "ns/op")
+	})
+
 	// zdata: decoded, assembled, padded, into a reused buffer
 	b.Run("zdata", func(b *testing.B) {
 		dst := make([]byte, blksize)
@@ -210,13 +256,7 @@ func benchLoadBlk(b *testing.B, zurl string) {
 		b.SetBytes(blksize)
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			for _, oid := range records[int64(i)%nblk] {
-				buf, _, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: zc.At()})
-				if err != nil {
-					b.Fatal(err)
-				}
-				buf.Release()
-			}
+			rawLoad(records[int64(i)%nblk])
 		}
 	})
 	if !zblk1 {

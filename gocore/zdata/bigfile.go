@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	"lab.nexedi.com/kirr/neo/go/zodb/btree"
 )
@@ -188,31 +189,113 @@ func connView(ctx context.Context, conn *zodb.Connection) (at zodb.Tid, stor zod
 // safe to call from several goroutines at once, for the same or different
 // blocks.
 func (f *ZBigFile) LoadBlk(ctx context.Context, blk int64) (data []byte, info BlkInfo, err error) {
-	info, err = f.loadBlk(ctx, blk, func(blksize int64) ([]byte, error) {
-		data = make([]byte, blksize)
-		return data, nil
-	})
+	sink := &blkSink{}
+	info, err = f.loadBlk(ctx, blk, sink)
 	if err != nil {
 		return nil, info, err
 	}
-	return data, info, nil
+	return sink.dst, info, nil
 }
 
 // LoadBlkInto is like LoadBlk but puts the data into dst, which must be
 // exactly blksize long. All of dst is written (holes and tails with zeros);
 // on error dst content is unspecified.
 func (f *ZBigFile) LoadBlkInto(ctx context.Context, blk int64, dst []byte) (BlkInfo, error) {
-	return f.loadBlk(ctx, blk, func(blksize int64) ([]byte, error) {
-		if int64(len(dst)) != blksize {
-			return nil, fmt.Errorf("destination is %d bytes, blksize is %d", len(dst), blksize)
-		}
-		return dst, nil
-	})
+	return f.loadBlk(ctx, blk, &blkSink{dst: dst})
 }
 
-// loadBlk serves LoadBlk and LoadBlkInto; getDst provides the destination
-// once blksize is known.
-func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, getDst func(blksize int64) ([]byte, error)) (info BlkInfo, err error) {
+// BlkData is the data of a block loaded by LoadBlkShared.
+type BlkData struct {
+	// Data is the block, blksize long (zero-padded). It may alias a
+	// storage buffer and must not be modified; it is valid until Release.
+	Data []byte
+
+	buf *mem.Buf
+}
+
+// Release gives the memory of d back to neo/go's buffer pool; d.Data must
+// not be used afterwards. Call it once per loaded block (calling it again on
+// the same variable does nothing; releasing a copy of the value as well
+// would free the memory twice).
+func (d *BlkData) Release() {
+	if d.buf != nil {
+		d.buf.Release()
+		d.buf = nil
+	}
+	d.Data = nil
+}
+
+// LoadBlkShared is like LoadBlk, without copying the data of a ZBlk0 block
+// that fills the whole block (the common case for dense data): its Data then
+// aliases the buffer the storage read the record into. Other blocks are
+// assembled into a buffer from neo/go's pool (one copy, as LoadBlkInto).
+// The caller must Release the returned BlkData when done with it.
+func (f *ZBigFile) LoadBlkShared(ctx context.Context, blk int64) (BlkData, BlkInfo, error) {
+	sink := &blkSink{shared: true}
+	info, err := f.loadBlk(ctx, blk, sink)
+	if err != nil {
+		sink.release()
+		return BlkData{}, info, err
+	}
+	if sink.data == nil {
+		sink.data = sink.dst
+	}
+	return BlkData{Data: sink.data, buf: sink.buf}, info, nil
+}
+
+// blkSink receives the data of a block: LoadBlk allocates the destination,
+// LoadBlkInto gives it, LoadBlkShared takes a pooled buffer or adopts the
+// storage's buffer of a full ZBlk0 block.
+type blkSink struct {
+	blksize int64
+	dst     []byte   // the destination (LoadBlkShared: allocated on demand)
+	shared  bool     // LoadBlkShared
+	buf     *mem.Buf // LoadBlkShared: the buffer holding the data
+	data    []byte   // LoadBlkShared: adopted data (aliases buf)
+}
+
+// init checks or allocates the destination once blksize is known.
+func (s *blkSink) init(blksize int64) error {
+	s.blksize = blksize
+	switch {
+	case s.shared:
+		// on demand
+	case s.dst == nil:
+		s.dst = make([]byte, blksize)
+	case int64(len(s.dst)) != blksize:
+		return fmt.Errorf("destination is %d bytes, blksize is %d", len(s.dst), blksize)
+	}
+	return nil
+}
+
+// get returns the destination to write the block into.
+func (s *blkSink) get() []byte {
+	if s.dst == nil {
+		s.buf = mem.BufAlloc64(s.blksize)
+		s.dst = s.buf.Data
+	}
+	return s.dst
+}
+
+// adopt takes data (aliasing buf) as the block without copying, when it is
+// allowed and data is the whole block; it then owns buf.
+func (s *blkSink) adopt(data []byte, buf *mem.Buf) bool {
+	if !s.shared || int64(len(data)) != s.blksize || s.dst != nil {
+		return false
+	}
+	s.buf, s.data = buf, data
+	return true
+}
+
+func (s *blkSink) release() {
+	if s.buf != nil {
+		s.buf.Release()
+		s.buf = nil
+	}
+}
+
+// loadBlk serves LoadBlk, LoadBlkInto and LoadBlkShared.
+func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, sink *blkSink) (info BlkInfo, err error) {
 	at, stor, err := f.view(ctx)
 	if err == nil {
 		err = f.activate(ctx, stor, at)
@@ -230,8 +313,7 @@ func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, getDst func(blksize i
 	if blk < 0 {
 		return BlkInfo{}, fmt.Errorf("negative block number")
 	}
-	dst, err := getDst(f.blksize)
-	if err != nil {
+	if err := sink.init(f.blksize); err != nil {
 		return BlkInfo{}, err
 	}
 
@@ -242,12 +324,12 @@ func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, getDst func(blksize i
 		return info, err
 	}
 	if !w.found {
-		clear(dst)
+		clear(sink.get())
 		return info, nil
 	}
 
 	info.ZBlk = w.zblk.Oid
-	info.Format, info.ZRev, err = loadZBlk(ctx, stor, at, w.zblk.Oid, dst)
+	info.Format, info.ZRev, err = loadZBlk(ctx, stor, at, w.zblk.Oid, sink)
 	if info.ZRev > info.RevMax {
 		info.RevMax = info.ZRev
 	}
@@ -530,8 +612,8 @@ func precheckNode(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb
 }
 
 // loadZBlk loads the ZBlk record oid as of at directly from stor and
-// assembles its block data into dst (blksize long, fully written).
-func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid, dst []byte) (fmt_ BlkFormat, serial zodb.Tid, err error) {
+// assembles its block data into sink.
+func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid, sink *blkSink) (fmt_ BlkFormat, serial zodb.Tid, err error) {
 	buf, serial, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
 	if err != nil {
 		if isMissing(err) {
@@ -539,7 +621,12 @@ func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid
 		}
 		return Hole, 0, fmt.Errorf("ZBlk %s: %w", oid, err)
 	}
-	defer buf.Release()
+	adopted := false
+	defer func() {
+		if !adopted {
+			buf.Release()
+		}
+	}()
 
 	rec := buf.Data
 	class, _, ok := fastClass(rec)
@@ -558,10 +645,15 @@ func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid
 		if err != nil {
 			return FormatZBlk0, serial, fmt.Errorf("ZBlk0 %s: %w", oid, err)
 		}
-		if len(data) > len(dst) {
+		if int64(len(data)) > sink.blksize {
 			return FormatZBlk0, serial, fmt.Errorf("ZBlk0 %s: %w", oid,
-				malformedf("data is %d bytes, longer than blksize %d", len(data), len(dst)))
+				malformedf("data is %d bytes, longer than blksize %d", len(data), sink.blksize))
 		}
+		if sink.adopt(data, buf) {
+			adopted = true
+			return FormatZBlk0, serial, nil
+		}
+		dst := sink.get()
 		n := copy(dst, data)
 		clear(dst[n:])
 		return FormatZBlk0, serial, nil
@@ -571,7 +663,7 @@ func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid
 			_, state, err = decodeRecord(rec)
 		}
 		if err == nil {
-			err = loadZBlk1(ctx, stor, at, state, dst)
+			err = loadZBlk1(ctx, stor, at, state, sink.get())
 		}
 		if err != nil {
 			return FormatZBlk1, serial, fmt.Errorf("ZBlk1 %s: %w", oid, err)

@@ -221,6 +221,12 @@ func TestSmallFixture(t *testing.T) {
 					continue
 				}
 				h.Write(data)
+				shared, sinfo, err := f.LoadBlkShared(fctx, blk)
+				if err != nil || !bytes.Equal(shared.Data, data) || sinfo.ZBlk != info.ZBlk || sinfo.RevMax != info.RevMax {
+					t.Errorf("@%s %s blk %d: LoadBlkShared differs from LoadBlk: %v", at, name, blk, err)
+				}
+				shared.Release()
+				shared.Release() // no-op
 				wb, stored := want.Blocks[strconv.FormatInt(blk, 10)]
 				if !stored {
 					if info.Format != Hole || info.ZBlk != 0 {

@@ -173,6 +173,11 @@ func readAll(t *testing.T, recs map[zodb.Oid][]byte) {
 		if (info.Format == Hole) != (info.ZBlk == 0 && info.ZRev == 0) {
 			t.Fatalf("blk %d: %+v", blk, info)
 		}
+		shared, _, err := f.LoadBlkShared(fctx, blk)
+		if err != nil || !bytes.Equal(shared.Data, data) {
+			t.Fatalf("blk %d: LoadBlkShared differs from LoadBlk: %v", blk, err)
+		}
+		shared.Release()
 	}
 }
 

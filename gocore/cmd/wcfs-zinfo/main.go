@@ -271,12 +271,9 @@ func readFile(ctx context.Context, zc *zdata.ZConn, name string, oid zodb.Oid, o
 
 	h := sha256.New()
 	start := time.Now()
-	bufs := make([][]byte, o.jobs)
+	blks := make([]zdata.BlkData, o.jobs)
 	infos := make([]zdata.BlkInfo, o.jobs)
 	errs := make([]error, o.jobs)
-	for i := range bufs {
-		bufs[i] = make([]byte, fi.blksize)
-	}
 	for base := int64(0); base < fi.nblk; base += int64(o.jobs) {
 		n := int(min(int64(o.jobs), fi.nblk-base))
 		var wg sync.WaitGroup
@@ -284,28 +281,33 @@ func readFile(ctx context.Context, zc *zdata.ZConn, name string, oid zodb.Oid, o
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				infos[i], errs[i] = f.LoadBlkInto(tctx, base+int64(i), bufs[i])
+				blks[i], infos[i], errs[i] = f.LoadBlkShared(tctx, base+int64(i))
 			}()
 		}
 		wg.Wait()
 		for i := 0; i < n; i++ {
 			if errs[i] != nil {
+				for j := i; j < n; j++ {
+					blks[j].Release()
+				}
 				fi.err = errs[i]
 				return fi
 			}
-			h.Write(bufs[i])
+			data := blks[i].Data
+			h.Write(data)
 			fi.nfmt[infos[i].Format]++
 			if infos[i].Format == zdata.Hole {
 				fi.holes++
 			}
 			if o.blocks {
-				bh := sha256.Sum256(bufs[i])
-				datlen := len(bufs[i])
-				for datlen > 0 && bufs[i][datlen-1] == 0 {
+				bh := sha256.Sum256(data)
+				datlen := len(data)
+				for datlen > 0 && data[datlen-1] == 0 {
 					datlen--
 				}
 				fi.blocks = append(fi.blocks, blkLine{base + int64(i), infos[i], datlen, hex.EncodeToString(bh[:])})
 			}
+			blks[i].Release()
 		}
 	}
 	fi.elapsed = time.Since(start)
