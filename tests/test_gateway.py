@@ -448,3 +448,34 @@ def test_foreign_directory(wcfs_db):
     finally:
         os.rmdir(mntpt)
     no_server(zurl)
+
+
+def test_path_of_zbigfile(wcfs_db):
+    """_path/_read/_stat/_open accept a ZBigFile object (genuine ZODB)."""
+    import ZODB
+    from ZODB.FileStorage import FileStorage
+
+    db = ZODB.DB(FileStorage(wcfs_db.path, read_only=True))
+    try:
+        conn = db.open()
+        zf = conn.root()["zf"]
+        at = db.lastTransaction()
+        with wcfs.join(wcfs_db.zurl) as wc:
+            try:
+                assert wc._path(zf) == os.path.join(wc.mountpoint, "head/bigfile/" + wcfs_db.oid)
+                assert wc._path(zf, at=at) == os.path.join(wc.mountpoint, "@%s/bigfile/%s" % (at.hex(), wcfs_db.oid))
+                assert wc._read(zf) == wcfs_db.data
+                assert wc._read(zf, at=at) == wcfs_db.data
+                assert wc._stat(zf).st_size == len(wcfs_db.data)
+                with wc._open(zf, at=at) as f:
+                    assert f.read(4) == wcfs_db.data[:4]
+                with pytest.raises(TypeError, match="want str or ZBigFile"):
+                    wc._path(conn.root())
+                with pytest.raises(ValueError):
+                    wc._path("head/at", at=at)
+            finally:
+                srv = wc._wcsrv
+        srv.stop()
+        wcfs._wcautostarted.remove(wc)
+    finally:
+        db.close()
