@@ -42,6 +42,11 @@ def _goenv(path_prepend=None):
     env = dict(os.environ)
     for k, v in GOENV.items():
         env.setdefault(k, v)
+    # gopy puts the interpreter's LDSHARED/CFLAGS into #cgo directives;
+    # distributions' builds carry flags cgo does not allow there by default
+    # (e.g. Debian's -fwrapv)
+    env.setdefault("CGO_LDFLAGS_ALLOW", ".*")
+    env.setdefault("CGO_CFLAGS_ALLOW", ".*")
     if path_prepend:
         env["PATH"] = path_prepend + os.pathsep + env.get("PATH", "")
     return env
