@@ -142,6 +142,14 @@ func decodeRecord(rec []byte) (class string, state any, err error) {
 
 // decodeTree decodes an LOBTree record.
 func decodeTree(rec []byte) (*treeState, error) {
+	if st, ok := fastTree(rec); ok {
+		return st, nil
+	}
+	return slowDecodeTree(rec)
+}
+
+// slowDecodeTree is decodeTree with the general pickle decoder.
+func slowDecodeTree(rec []byte) (*treeState, error) {
 	class, x, err := decodeRecord(rec)
 	if err != nil {
 		return nil, err
@@ -211,6 +219,14 @@ func decodeTree(rec []byte) (*treeState, error) {
 
 // decodeBucket decodes an LOBucket record.
 func decodeBucket(rec []byte) ([]entry, error) {
+	if ev, ok := fastBucket(rec); ok {
+		return ev, nil
+	}
+	return slowDecodeBucket(rec)
+}
+
+// slowDecodeBucket is decodeBucket with the general pickle decoder.
+func slowDecodeBucket(rec []byte) ([]entry, error) {
 	class, x, err := decodeRecord(rec)
 	if err != nil {
 		return nil, err

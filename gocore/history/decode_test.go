@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -48,7 +49,7 @@ func TestDecodeVsBTree(t *testing.T) {
 	dir := testdb.SharedZODB(t)
 	paths, _ := filepath.Glob(filepath.Join(dir, "upstream", "*.fs"))
 	paths = append(paths, filepath.Join(dir, "small.fs"))
-	ntree, nbucket, ninline := 0, 0, 0
+	ntree, nbucket, ninline, nslow := 0, 0, 0, 0
 	for _, path := range paths {
 		stor, recs := blktabRecords(ctx, t, path)
 		db := zdata.NewDB(stor)
@@ -66,9 +67,15 @@ func TestDecodeVsBTree(t *testing.T) {
 			switch obj := obj.(type) {
 			case *btree.LOBTree:
 				ntree++
+				if _, ok := fastTree(r.Data); !ok {
+					nslow++
+				}
 				st, err := decodeTree(r.Data)
 				if err != nil {
 					t.Fatalf("%s: %s", where, err)
+				}
+				if slow, err := slowDecodeTree(r.Data); err != nil || !reflect.DeepEqual(st, slow) {
+					t.Fatalf("%s: %+v; general decoder: %+v, %v", where, st, slow, err)
 				}
 				if err := obj.PActivate(cctx); err != nil {
 					t.Fatal(err)
@@ -95,9 +102,15 @@ func TestDecodeVsBTree(t *testing.T) {
 				obj.PDeactivate()
 			case *btree.LOBucket:
 				nbucket++
+				if _, ok := fastBucket(r.Data); !ok {
+					nslow++
+				}
 				ev, err := decodeBucket(r.Data)
 				if err != nil {
 					t.Fatalf("%s: %s", where, err)
+				}
+				if slow, err := slowDecodeBucket(r.Data); err != nil || !slices.Equal(ev, slow) {
+					t.Fatalf("%s: %v; general decoder: %v, %v", where, ev, slow, err)
 				}
 				if err := obj.PActivate(cctx); err != nil {
 					t.Fatal(err)
@@ -115,6 +128,9 @@ func TestDecodeVsBTree(t *testing.T) {
 	}
 	if ntree == 0 || nbucket == 0 || ninline == 0 {
 		t.Fatalf("fixtures hold %d trees (%d inline), %d buckets", ntree, ninline, nbucket)
+	}
+	if nslow > 0 {
+		t.Errorf("the fast path gave up on %d of %d genuine records", nslow, ntree+nbucket)
 	}
 	if os.Getenv("WCFS_HISTORY_WRITE_SEEDS") != "" {
 		writeSeeds(ctx, t, paths)
@@ -157,9 +173,22 @@ func writeSeeds(ctx context.Context, t *testing.T, paths []string) {
 	}
 }
 
-// FuzzDecode: decoding never panics, and what decodes is a valid node.
+// FuzzDecode: decoding never panics, what decodes is a valid node, and the
+// fast path agrees with the general decoder whenever it answers.
 func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, rec []byte) {
+		if st, ok := fastTree(rec); ok {
+			slow, err := slowDecodeTree(rec)
+			if err != nil || !reflect.DeepEqual(st, slow) {
+				t.Fatalf("fast tree %+v; general decoder: %+v, %v", st, slow, err)
+			}
+		}
+		if ev, ok := fastBucket(rec); ok {
+			slow, err := slowDecodeBucket(rec)
+			if err != nil || !slices.Equal(ev, slow) {
+				t.Fatalf("fast bucket %v; general decoder: %v, %v", ev, slow, err)
+			}
+		}
 		if st, err := decodeTree(rec); err == nil {
 			if st.isInline && len(st.kids) > 0 || len(st.kids) > 0 && st.kidKind != kindTree && st.kidKind != kindBucket {
 				t.Fatalf("invalid tree state %+v", st)
