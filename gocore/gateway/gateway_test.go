@@ -697,18 +697,27 @@ func TestConcurrentJoin(t *testing.T) {
 	tg.stopped(z, nil)
 }
 
-func TestWaitMount(t *testing.T) {
-	tg := newTGW(t, "ok")
-	z := tg.zurl("wait")
-	mntpt, _ := tg.Mountpoint(z)
+// waitMountAsync runs WaitMount (at most 10s) in a goroutine; its error
+// comes on the returned channel.
+func (tg *tgw) waitMountAsync(zurlStr, mntpt string) <-chan error {
 	done := make(chan error, 1)
 	go func() {
-		f, err := tg.WaitMount(context.Background(), z, mntpt)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		f, err := tg.WaitMount(ctx, zurlStr, mntpt)
 		if f != nil {
 			f.Close()
 		}
 		done <- err
 	}()
+	return done
+}
+
+func TestWaitMount(t *testing.T) {
+	tg := newTGW(t, "ok")
+	z := tg.zurl("wait")
+	mntpt, _ := tg.Mountpoint(z)
+	done := tg.waitMountAsync(z, mntpt)
 	time.Sleep(50 * time.Millisecond)
 	srv, err := tg.start(z)
 	if err != nil {
@@ -736,16 +745,7 @@ func TestWaitMountOverStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	killServer(t, srv)
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		f, err := tg.WaitMount(ctx, z, mntpt)
-		if f != nil {
-			f.Close()
-		}
-		done <- err
-	}()
+	done := tg.waitMountAsync(z, mntpt)
 	time.Sleep(100 * time.Millisecond)
 	srv2, err := tg.start(z)
 	if err != nil {

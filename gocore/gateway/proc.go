@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,7 +34,8 @@ type process struct {
 	exited chan struct{} // child only: closed once reaped
 	state  *os.ProcessState
 
-	pidfd int // non-child only
+	pidfd int         // non-child only; -1 once released
+	gone  atomic.Bool // non-child only: seen exited
 }
 
 // startChild starts cmd and a goroutine that reaps it.
@@ -90,6 +92,9 @@ func (p *process) wait(ctx context.Context, d time.Duration) bool {
 		}
 		return p.hasExited()
 	}
+	if p.gone.Load() || p.pidfd < 0 {
+		return p.gone.Load()
+	}
 	deadline := time.Now().Add(d)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
@@ -101,7 +106,10 @@ func (p *process) wait(ctx context.Context, d time.Duration) bool {
 		if err == unix.EINTR {
 			continue
 		}
-		return err == nil && n > 0
+		if err == nil && n > 0 {
+			p.gone.Store(true)
+		}
+		return p.gone.Load()
 	}
 }
 
