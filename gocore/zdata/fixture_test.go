@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -25,41 +24,15 @@ import (
 	pickle "github.com/kisielk/og-rek"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
 )
 
-// repoRoot returns the root of the git repository holding this package.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	out, err := exec.Command("git", "rev-parse", "--show-toplevel").Output()
-	if err == nil {
-		return strings.TrimSpace(string(out))
-	}
-	// no git: walk up to go.mod
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			t.Fatal("cannot find the repository root")
-		}
-		dir = up
-	}
-}
-
-// fixtureDir returns ../shared/testdata/zodb relative to the repository root,
-// or skips the test when it is absent.
+// fixtureDir returns ../shared/testdata/zodb beside the repository root,
+// or skips the test with a clear message when it is absent.
 func fixtureDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join(repoRoot(t), "..", "shared", "testdata", "zodb")
-	if _, err := os.Stat(filepath.Join(dir, "small.json")); err != nil {
-		t.Skipf("skipping: fixtures of genuine ZODB databases not found at %s (../shared relative to the repository root): %v", dir, err)
-	}
-	return dir
+	return testdb.SharedZODB(t)
 }
 
 // smallFixture returns the manifest small.json and the path of small.fs.
