@@ -50,7 +50,9 @@
 // # Loading blocks
 //
 //	size, path, err := f.Size(zc.Ctx(ctx))
-//	data, info, err := f.LoadBlk(zc.Ctx(ctx), blk)   // or LoadBlkInto(ctx, blk, dst)
+//	data, info, err := f.LoadBlk(zc.Ctx(ctx), blk)      // a new buffer
+//	info, err := f.LoadBlkInto(zc.Ctx(ctx), blk, dst)   // the caller's buffer
+//	d, info, err := f.LoadBlkShared(zc.Ctx(ctx), blk)   // d.Data pooled or the storage's own; d.Release()
 //
 // LoadBlk returns the blksize-padded data and a BlkInfo: the block's format,
 // the ZBlk oid (0 for a hole) and its serial, the blktab nodes visited with
@@ -64,7 +66,9 @@
 // ZBlk0/ZBlk1/ZData records and ZBlk1 chunk tables are loaded straight from
 // the storage at the connection's revision (never activated as objects, so
 // they take no room in the live cache), decoded in place, and each byte of
-// block data is copied once, from the storage buffer to the destination.
+// block data is copied at most once, from the storage buffer to the
+// destination (not at all by LoadBlkShared for a ZBlk0 block that fills the
+// whole block).
 // For ZBlk1 the chunk-table nodes and then the chunks are loaded in parallel
 // and copied to their offsets as they arrive. Records are decoded by fast
 // paths for the opcodes ZODB writes (fastpickle.go) and by og-rek for
