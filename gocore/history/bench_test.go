@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -179,6 +180,26 @@ func BenchmarkHistory(b *testing.B) {
 	}
 	ncommit := float64(len(s.cv) - 2)
 
+	// Follow with an empty window: the index of the blktab
+	b.Run("Follow", func(b *testing.B) {
+		var heap uint64
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			heap0 := heapAlloc()
+			b.StartTimer()
+			h := New(stor, s.cv[1].rev)
+			if _, err := h.Follow(ctx, foid); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			heap = heapAlloc() - heap0
+			b.ReportMetric(float64(len(h.files[foid].tree.buckets)), "buckets")
+			runtime.KeepAlive(h)
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(heap)/1024, "heap-KiB")
+	})
+
 	// Update: the cost of a commit, and the memory of 10,000 commits of history
 	for _, trackAll := range []bool{false, true} {
 		b.Run(fmt.Sprintf("Update/tracked=%v", trackAll), func(b *testing.B) {
@@ -203,26 +224,31 @@ func BenchmarkHistory(b *testing.B) {
 	head := s.h.Head()
 	rng := rand.New(rand.NewSource(1))
 
+	// queries: random blocks at random revisions of the window
+	q := make([]struct {
+		blk int64
+		at  zodb.Tid
+	}, 1<<16)
+	for i := range q {
+		q[i].blk = rng.Int63n(int64(p.nblk))
+		q[i].at = s.cv[1+rng.Intn(len(s.cv)-1)].rev
+	}
 	b.Run("BlkRevAt", func(b *testing.B) {
-		q := make([][2]int64, 1024)
-		for i := range q {
-			q[i] = [2]int64{rng.Int63n(int64(p.nblk)), int64(1 + rng.Intn(len(s.cv)-1))}
-		}
-		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
-			x := q[i%len(q)]
-			if _, err := s.h.BlkRevAt(foid, x[0], s.cv[x[1]].rev); err != nil {
+			x := &q[i%len(q)]
+			if _, err := s.h.BlkRevAt(foid, x.blk, x.at); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("BlkRevAt/parallel", func(b *testing.B) {
+		var seed atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
-			rng := rand.New(rand.NewSource(rand.Int63()))
+			i := int(seed.Add(7919))
 			for pb.Next() {
-				blk := rng.Int63n(int64(p.nblk))
-				at := s.cv[1+rng.Intn(len(s.cv)-1)].rev
-				if _, err := s.h.BlkRevAt(foid, blk, at); err != nil {
+				x := &q[i%len(q)]
+				i++
+				if _, err := s.h.BlkRevAt(foid, x.blk, x.at); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -16,7 +16,7 @@ import (
 // ZBlk shared by two blocks) in more.
 type route[T comparable] struct {
 	first T
-	more  []T
+	more  *[]T
 }
 
 // routes maps oids to what they concern.
@@ -29,11 +29,14 @@ func (m routes[T]) add(oid zodb.Oid, v T) {
 		m[oid] = route[T]{first: v}
 		return
 	}
-	if r.first == v || slices.Contains(r.more, v) {
+	if r.first == v || (r.more != nil && slices.Contains(*r.more, v)) {
 		return
 	}
-	r.more = append(r.more, v)
-	m[oid] = r
+	if r.more == nil {
+		r.more = new([]T)
+		m[oid] = r
+	}
+	*r.more = append(*r.more, v)
 }
 
 // del removes v from oid's route.
@@ -42,18 +45,22 @@ func (m routes[T]) del(oid zodb.Oid, v T) {
 	if !ok {
 		return
 	}
-	if r.first == v {
-		if len(r.more) == 0 {
+	if r.more == nil {
+		if r.first == v {
 			delete(m, oid)
-			return
 		}
-		r.first = r.more[len(r.more)-1]
-		r.more = r.more[:len(r.more)-1]
-	} else if i := slices.Index(r.more, v); i >= 0 {
-		r.more[i] = r.more[len(r.more)-1]
-		r.more = r.more[:len(r.more)-1]
+		return
 	}
-	if len(r.more) == 0 {
+	more := *r.more
+	if r.first == v {
+		r.first = more[len(more)-1]
+		more = more[:len(more)-1]
+	} else if i := slices.Index(more, v); i >= 0 {
+		more[i] = more[len(more)-1]
+		more = more[:len(more)-1]
+	}
+	*r.more = more
+	if len(more) == 0 {
 		r.more = nil
 	}
 	m[oid] = r
@@ -66,7 +73,9 @@ func (m routes[T]) each(oid zodb.Oid, fn func(T)) {
 		return
 	}
 	fn(r.first)
-	for _, x := range r.more {
-		fn(x)
+	if r.more != nil {
+		for _, x := range *r.more {
+			fn(x)
+		}
 	}
 }
