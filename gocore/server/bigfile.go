@@ -107,14 +107,26 @@ type bigFile struct {
 
 	loadMu sync.Mutex         // protects loads and zfile/zgen of @<rev>/ files
 	loads  map[int64]*blkLoad // block -> load in progress, or loaded and not yet uploaded
+
+	// sequential read detection for prefetch (see readahead)
+	seqMu   sync.Mutex
+	seqLast int64 // last block a read asked for
+	seqNext int64 // first block after what was read or prefetched in the current run
 }
 
-// blkLoad is one block load: in progress until ready is closed, then data
-// (blksize bytes, never modified) or err.
+// blkLoad is one block load: in progress until ready is closed, then the
+// data in buf (blksize bytes, not modified any more) or err. The entry in
+// the load table holds a reference to buf, released by whoever removes the
+// entry (under loadMu).
 type blkLoad struct {
 	ready chan struct{}
-	data  []byte
+	buf   *blockBuf
 	err   error
+}
+
+// newBlkLoad returns a load entry for a block of f.
+func (f *bigFile) newBlkLoad() *blkLoad {
+	return &blkLoad{ready: make(chan struct{}), buf: newBlockBuf(f.blksize)}
 }
 
 var _ fs.NodeGetattrer = (*bigFile)(nil)
@@ -123,7 +135,7 @@ var _ fs.NodeReader = (*bigFile)(nil)
 var _ fs.NodeReleaser = (*bigFile)(nil)
 
 func newBigFile(oid zodb.Oid) *bigFile {
-	return &bigFile{oid: oid, loads: make(map[int64]*blkLoad)}
+	return &bigFile{oid: oid, loads: make(map[int64]*blkLoad), seqLast: -1}
 }
 
 func (f *bigFile) path() string {
@@ -261,15 +273,16 @@ func (f *bigFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 		end = off + int64(len(dest))
 	}
 	b0, b1 := off/bs, (end-1)/bs
+	f.readahead(b0, b1)
 
 	if b0 == b1 {
-		// within one block: return a slice of the block, no copy
+		// within one block: reply straight from the block buffer, no copy
 		lo, hi := off-b0*bs, end-b0*bs
-		data, err := f.block(ctx, zc, b0, lo, hi)
+		buf, err := f.block(ctx, zc, b0, lo, hi)
 		if err != nil {
 			return nil, errno(err, fmt.Sprintf("%s: read [%d, %d)", f.path(), off, end))
 		}
-		return fuse.ReadResultData(data[lo:hi]), 0
+		return &blockResult{buf: buf, data: buf.data[lo:hi]}, 0
 	}
 
 	// several blocks: load them in parallel into dest
@@ -278,11 +291,12 @@ func (f *bigFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 	for blk := b0; blk <= b1; blk++ {
 		g.Go(func() error {
 			blo, bhi := max(off, blk*bs), min(end, (blk+1)*bs) // part of [off, end) in blk
-			data, err := f.block(gctx, zc, blk, blo-blk*bs, bhi-blk*bs)
+			buf, err := f.block(gctx, zc, blk, blo-blk*bs, bhi-blk*bs)
 			if err != nil {
 				return err
 			}
-			copy(dest[blo-off:bhi-off], data[blo-blk*bs:])
+			copy(dest[blo-off:bhi-off], buf.data[blo-blk*bs:])
+			buf.unref()
 			return nil
 		})
 	}
@@ -292,32 +306,42 @@ func (f *bigFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 	return fuse.ReadResultData(dest), 0
 }
 
-// block returns the data of block blk as of f's view (blksize bytes, not
-// to be modified), loading it unless a load is in progress or done and not
-// yet uploaded. [lo, hi) is the part of the block the caller returns to the
-// kernel: the rest is uploaded into the page cache after a load.
+// block returns the data of block blk as of f's view, with a reference
+// the caller must release, loading it unless a load is in progress or done
+// and not yet uploaded. [lo, hi) is the part of the block the caller
+// returns to the kernel: the rest is uploaded into the page cache after a
+// load.
 //
 // The view must be entered. A caller waiting for another caller's load can
 // be interrupted (ctx); the load itself is not canceled by an interrupt,
 // since others may wait for it, only by the server's shutdown.
-func (f *bigFile) block(ctx context.Context, zc *zdata.ZConn, blk, lo, hi int64) ([]byte, error) {
+func (f *bigFile) block(ctx context.Context, zc *zdata.ZConn, blk, lo, hi int64) (*blockBuf, error) {
 	f.loadMu.Lock()
 	l := f.loads[blk]
-	if l == nil {
-		l = &blkLoad{ready: make(chan struct{})}
+	owner := l == nil
+	if owner {
+		l = f.newBlkLoad()
 		f.loads[blk] = l
-		f.loadMu.Unlock()
-		f.load(zc, blk, l, lo, hi)
-		return l.data, l.err
 	}
+	buf := l.buf
+	buf.ref() // the table's reference keeps it alive here
 	f.loadMu.Unlock()
 
-	select {
-	case <-l.ready:
-		return l.data, l.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	if owner {
+		f.load(zc, blk, l, lo, hi)
+	} else {
+		select {
+		case <-l.ready:
+		case <-ctx.Done():
+			buf.unref()
+			return nil, ctx.Err()
+		}
 	}
+	if l.err != nil {
+		buf.unref()
+		return nil, l.err
+	}
+	return buf, nil
 }
 
 // load loads block blk into l and then schedules the upload of the part of
@@ -325,28 +349,27 @@ func (f *bigFile) block(ctx context.Context, zc *zdata.ZConn, blk, lo, hi int64)
 func (f *bigFile) load(zc *zdata.ZConn, blk int64, l *blkLoad, lo, hi int64) {
 	srv := f.server()
 	ctx := srv.ctx
-	data := make([]byte, f.blksize)
-	info, err := f.zfileFor().LoadBlkInto(zc.Ctx(ctx), blk, data)
+	info, err := f.zfileFor().LoadBlkInto(zc.Ctx(ctx), blk, l.buf.data)
 	if err == nil && f.head != nil {
 		err = f.head.blockLoaded(ctx, f, blk, info)
 	}
+	l.err = err
+	close(l.ready)
 	if err != nil {
-		l.err = err
-		close(l.ready)
 		f.dropLoad(blk, l)
 		return
 	}
-	l.data = data
-	close(l.ready)
 
 	ranges := uploadRanges(lo, hi, f.blksize)
 	if len(ranges) == 0 {
 		f.dropLoad(blk, l)
 		return
 	}
+	l.buf.ref() // the upload's, released when it is done
 	srv.uploads.Add(1)
 	go func() {
 		defer srv.uploads.Done()
+		defer l.buf.unref()
 		f.uploadBlk(blk, l, ranges)
 	}()
 }
@@ -356,6 +379,17 @@ func (f *bigFile) dropLoad(blk int64, l *blkLoad) {
 	f.loadMu.Lock()
 	if f.loads[blk] == l {
 		delete(f.loads, blk)
+		l.buf.unref()
+	}
+	f.loadMu.Unlock()
+}
+
+// dropLoads empties the load table (the file changed entirely).
+func (f *bigFile) dropLoads() {
+	f.loadMu.Lock()
+	for blk, l := range f.loads {
+		delete(f.loads, blk)
+		l.buf.unref()
 	}
 	f.loadMu.Unlock()
 }
@@ -364,20 +398,89 @@ func (f *bigFile) dropLoad(blk int64, l *blkLoad) {
 const pageSize = 4096
 
 // uploadRanges returns the parts of a block of blksize bytes outside
-// [lo, hi), the part a read returns to the kernel (which caches it itself).
+// [lo, hi), the part a read returns to the kernel (which caches it itself),
+// the part after the read first: a sequential reader reads it next.
 // Unaligned reads (O_DIRECT) do not fill the page cache: upload everything.
 func uploadRanges(lo, hi, blksize int64) [][2]int64 {
 	if lo%pageSize != 0 || (hi%pageSize != 0 && hi != blksize) {
 		return [][2]int64{{0, blksize}}
 	}
 	var r [][2]int64
-	if lo > 0 {
-		r = append(r, [2]int64{0, lo})
-	}
 	if hi < blksize {
 		r = append(r, [2]int64{hi, blksize})
 	}
+	if lo > 0 {
+		r = append(r, [2]int64{0, lo})
+	}
 	return r
+}
+
+// Prefetch of big blocks: the kernel reads ahead at most 128 KiB (a block
+// of 2 MiB is 16 such reads), and a block is loaded only when a read
+// reaches it. For a sequential reader the server loads and uploads the next
+// blocks meanwhile, so that the reader finds them in the page cache.
+const (
+	prefetchMinBlksize = 512 << 10 // smaller blocks: kernel readahead suffices
+	prefetchBytes      = 4 << 20   // how far ahead
+)
+
+// readahead is called by reads of blocks [b0, b1]: if they continue a
+// sequential run, the blocks after it are prefetched.
+func (f *bigFile) readahead(b0, b1 int64) {
+	bs := f.blksize
+	if bs < prefetchMinBlksize {
+		return
+	}
+	if f.head != nil && f.head.NoPrefetch != nil && f.head.NoPrefetch(f) {
+		return
+	}
+	f.seqMu.Lock()
+	from, to := int64(0), int64(-1)
+	if b0 >= f.seqLast && b0 <= f.seqNext {
+		from, to = max(b1+1, f.seqNext), b1+max(1, prefetchBytes/bs)
+		f.seqNext = max(f.seqNext, to+1)
+	} else {
+		f.seqNext = b1 + 1
+	}
+	f.seqLast = b1
+	f.seqMu.Unlock()
+
+	srv := f.server()
+	for blk := from; blk <= to; blk++ {
+		srv.uploads.Add(1)
+		go func() {
+			defer srv.uploads.Done()
+			f.prefetch(blk)
+		}()
+	}
+}
+
+// prefetch loads block blk, unless it is being loaded or looks cached, and
+// uploads it into the page cache.
+func (f *bigFile) prefetch(blk int64) {
+	srv := f.server()
+	zc, leave, err := f.enter(srv.ctx)
+	if err != nil {
+		return
+	}
+	defer leave()
+	if f.gone != nil || (blk+1)*f.blksize > f.size {
+		return
+	}
+	// the first page cached: the block was read or uploaded before
+	var page [pageSize]byte
+	if n, _ := f.ReadCache(blk*f.blksize, page[:]); n == pageSize {
+		return
+	}
+	f.loadMu.Lock()
+	if f.loads[blk] != nil {
+		f.loadMu.Unlock()
+		return
+	}
+	l := f.newBlkLoad()
+	f.loads[blk] = l
+	f.loadMu.Unlock()
+	f.load(zc, blk, l, 0, 0)
 }
 
 // uploadBlk pushes the given parts of loaded block blk into the kernel page
@@ -413,7 +516,7 @@ func (f *bigFile) uploadBlk(blk int64, l *blkLoad, ranges [][2]int64) {
 
 	off := blk * f.blksize
 	for _, r := range ranges {
-		st := f.WriteCache(off+r[0], l.data[r[0]:r[1]])
+		st := f.WriteCache(off+r[0], l.buf.data[r[0]:r[1]])
 		switch st {
 		case 0:
 		case syscall.ENOENT:

@@ -104,11 +104,12 @@ func (s *Server) follow(ctx context.Context, events <-chan zodb.Event) error {
 
 // oldBlock is the data a head file block had before a commit, to be kept
 // in the page cache of @<rev>/bigfile/<oid> (rev = the block's revision).
+// It holds a reference to buf until stored.
 type oldBlock struct {
 	foid zodb.Oid
 	blk  int64
 	rev  zodb.Tid
-	data []byte
+	buf  *blockBuf
 }
 
 // viewSwitch is the outcome of the switch phase of a commit.
@@ -195,9 +196,9 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 
 	// collect old data of changed blocks and drop them from the load tables
 	type candidate struct {
-		f    *bigFile
-		blk  int64
-		data []byte // from the load table, else retrieved
+		f   *bigFile
+		blk int64
+		buf *blockBuf // from the load table (its reference), else retrieved
 	}
 	var cands []candidate
 	foids := make([]zodb.Oid, 0, len(δF.Files))
@@ -215,20 +216,23 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 			continue // followed but not served: nothing cached
 		}
 		changed = append(changed, f)
-		f.loadMu.Lock()
 		if fd.Epoch {
-			clear(f.loads)
-			f.loadMu.Unlock()
+			f.dropLoads()
 			sw.invalAll = append(sw.invalAll, f)
 			continue
 		}
+		f.loadMu.Lock()
 		for _, blk := range fd.Blocks {
-			var data []byte
+			var buf *blockBuf
 			if l := f.loads[blk]; l != nil {
-				delete(f.loads, blk)
-				data = l.data // loads are all done: viewMu is write-held
+				delete(f.loads, blk) // its reference goes to the candidate
+				buf = l.buf
+				if l.err != nil { // loads are all done: viewMu is write-held
+					buf.unref()
+					buf = nil
+				}
 			}
-			cands = append(cands, candidate{f, blk, data})
+			cands = append(cands, candidate{f, blk, buf})
 		}
 		f.loadMu.Unlock()
 		if len(fd.Blocks) > 0 {
@@ -246,31 +250,34 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 	var wg sync.WaitGroup
 	for _, c := range cands {
 		rev, err := h.hist.BlkRevAt(c.f.oid, c.blk, oldAt)
-		if err != nil {
-			log.Warningf("%s: blk %d: %s (old data not kept in @<rev>/)", c.f.path(), c.blk, err)
-			continue
+		if err == nil && budget < c.f.blksize {
+			err = fmt.Errorf("over %d bytes of old data this commit", preserveBudget)
 		}
-		if budget < c.f.blksize {
-			log.Warningf("%s: blk %d: old data not kept in @%s/ (over %d bytes this commit)", c.f.path(), c.blk, rev, preserveBudget)
+		if err != nil {
+			log.Warningf("%s: blk %d: old data not kept in @<rev>/: %s", c.f.path(), c.blk, err)
+			if c.buf != nil {
+				c.buf.unref()
+			}
 			continue
 		}
 		budget -= c.f.blksize
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			data := c.data
-			if data == nil {
-				data = make([]byte, c.f.blksize)
-				n, st := c.f.ReadCache(c.blk*c.f.blksize, data)
+			buf := c.buf
+			if buf == nil {
+				buf = newBlockBuf(c.f.blksize)
+				n, st := c.f.ReadCache(c.blk*c.f.blksize, buf.data)
 				if st != 0 && st != syscall.ENOENT {
 					log.Warningf("%s: blk %d: retrieve from page cache: %s (reading @%s/ will be slower)", c.f.path(), c.blk, st, rev)
 				}
 				if int64(n) != c.f.blksize {
+					buf.unref()
 					return // not (fully) cached: nothing to keep
 				}
 			}
 			mu.Lock()
-			sw.preserve = append(sw.preserve, oldBlock{c.f.oid, c.blk, rev, data})
+			sw.preserve = append(sw.preserve, oldBlock{c.f.oid, c.blk, rev, buf})
 			mu.Unlock()
 		}()
 	}
@@ -342,6 +349,7 @@ func (s *Server) applyToKernel(sw *viewSwitch) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer ob.buf.unref()
 			s.storeOld(ob)
 		}()
 	}
@@ -400,11 +408,12 @@ func (s *Server) storeOld(ob oldBlock) {
 	if f == nil {
 		return
 	}
-	bs := int64(len(ob.data))
+	data := ob.buf.data
+	bs := int64(len(data))
 	if f.blksize != bs || (ob.blk+1)*bs > f.size {
 		return // not a block of that revision's file (e.g. a hole beyond its EOF)
 	}
-	st := f.WriteCache(ob.blk*bs, ob.data)
+	st := f.WriteCache(ob.blk*bs, data)
 	if st != 0 && st != syscall.ENOENT {
 		log.Warningf("%s: blk %d: store old data: %s (reading it will be slower)", f.path(), ob.blk, st)
 	}

@@ -25,28 +25,42 @@ import (
 
 // zheadStream follows .wcfs/debug/zhead.
 type zheadStream struct {
-	tids chan zodb.Tid
+	tids chan zheadEvent
+}
+
+// zheadEvent is one line of the stream and when it was read.
+type zheadEvent struct {
+	tid  zodb.Tid
+	mono time.Duration // CLOCK_MONOTONIC
+}
+
+// monotonic returns CLOCK_MONOTONIC (the clock of Python's time.monotonic).
+func monotonic() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
 }
 
 // openZhead opens .wcfs/debug/zhead. The reader stays blocked until the
 // server stops (which ends the stream); the descriptor is closed without
 // waiting for it (os.File.Close would wait for the read in progress).
-func openZhead(t *testing.T, srv *wcfstest.Server) *zheadStream {
+func openZhead(t testing.TB, srv *wcfstest.Server) *zheadStream {
 	t.Helper()
 	fd, err := unix.Open(srv.Path(".wcfs", "debug", "zhead"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	z := &zheadStream{tids: make(chan zodb.Tid, 1000)}
+	z := &zheadStream{tids: make(chan zheadEvent, 1000)}
 	go func() {
 		defer close(z.tids)
 		sc := bufio.NewScanner(fdReader(fd))
 		for sc.Scan() {
+			mono := monotonic()
 			tid, err := zodb.ParseTid(sc.Text())
 			if err != nil {
 				return
 			}
-			z.tids <- tid
+			z.tids <- zheadEvent{tid, mono}
 		}
 	}()
 	t.Cleanup(func() { unix.Close(fd) })
@@ -72,20 +86,20 @@ func (fd fdReader) Read(p []byte) (int, error) {
 }
 
 // waitTid waits until the server says it processed tid.
-func (z *zheadStream) waitTid(t *testing.T, tid zodb.Tid) {
+func (z *zheadStream) waitTid(t testing.TB, tid zodb.Tid) zheadEvent {
 	t.Helper()
 	timeout := time.After(time.Minute)
 	for {
 		select {
-		case got, ok := <-z.tids:
+		case ev, ok := <-z.tids:
 			if !ok {
 				t.Fatalf("zhead stream ended before @%s", tid)
 			}
-			if got == tid {
-				return
+			if ev.tid == tid {
+				return ev
 			}
-			if got > tid {
-				t.Fatalf("zhead: got @%s, expected @%s first", got, tid)
+			if ev.tid > tid {
+				t.Fatalf("zhead: got @%s, expected @%s first", ev.tid, tid)
 			}
 		case <-timeout:
 			t.Fatalf("zhead: @%s not processed within a minute", tid)

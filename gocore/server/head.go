@@ -64,6 +64,10 @@ type headView struct {
 	// seam of the isolation protocol (pins on access, spec 2.5).
 	OnBlockLoad func(ctx context.Context, f *bigFile, blk int64, info zdata.BlkInfo) error
 
+	// NoPrefetch, if set, tells whether a head file must not be prefetched
+	// (the isolation protocol: a prefetch is a load, and loads send pins).
+	NoPrefetch func(f *bigFile) bool
+
 	// MinWatchAt, if set, returns the smallest revision some client still
 	// watches (0: none): history back to it is kept (spec 1.7 step 9).
 	MinWatchAt func() zodb.Tid

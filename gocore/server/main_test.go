@@ -15,7 +15,13 @@ import (
 )
 
 // Tests run real servers (bin built once per test binary) on real mounts.
-func TestMain(m *testing.M) { wcfstest.Main(m) }
+func TestMain(m *testing.M) {
+	code := wcfstest.Run(m)
+	if benchData.dir != "" {
+		os.RemoveAll(benchData.dir)
+	}
+	os.Exit(code)
+}
 
 // smallFS returns a private copy of the shared genuine-ZODB fixture
 // small.fs and its manifest (skips when ../shared is absent).

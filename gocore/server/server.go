@@ -126,6 +126,7 @@ func (s *Server) Mount() (err error) {
 			MaxBackground:            maxBackground,
 			ExplicitDataCacheControl: true,
 			DisableXAttrs:            true,
+			DisableSplice:            true, // replies are memory, never file descriptors
 			Debug:                    s.opt.TraceFUSE,
 			Logger:                   logger,
 			PanicHandler:             panicHandler,

@@ -31,6 +31,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -57,13 +58,27 @@ func main() {
 	flag.DurationVar(&opt.PinTimeout, "pintimeout", server.DefaultPinTimeout, "clients are killed if they do not handle a pin notification in this time")
 	flag.DurationVar(&opt.RevIdle, "revgc.idle", server.DefaultRevIdle, "release @<rev>/ views nobody used for this long")
 	flag.DurationVar(&opt.OpenTimeout, "open.timeout", server.DefaultOpenTimeout, "give up opening the storage at startup after this long")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
 	flag.Parse()
 	if flag.NArg() != 2 {
 		fmt.Fprintf(os.Stderr, "Usage: %s [OPTIONS] zurl mntpt\n", os.Args[0])
 		os.Exit(2)
 	}
 	opt.ZURL, opt.Mountpoint = flag.Arg(0), flag.Arg(1)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "wcfs: -cpuprofile: %s\n", err)
+			os.Exit(2)
+		}
+	}
 	code := run(opt)
+	if *cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
 	log.Flush()
 	os.Exit(code)
 }

@@ -90,13 +90,17 @@ func Binary(t testing.TB) string {
 	return build.bin
 }
 
-// Main runs the tests and then removes the binary Binary built.
-func Main(m *testing.M) {
+// Main runs the tests, removes the binary Binary built and exits.
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run runs the tests, removes the binary Binary built and returns the exit
+// code, for a TestMain with more cleanup to do.
+func Run(m *testing.M) int {
 	code := m.Run()
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
 	}
-	os.Exit(code)
+	return code
 }
 
 func repoRoot() (string, error) {

@@ -1,0 +1,374 @@
+// Copyright (C) 2025  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package server_test
+
+// Benchmarks of the server through a real mount (see BENCHMARKS.md,
+// "Server"), each side by side with its baseline in the same run:
+//
+//	go test -run=NONE -bench=Server -benchtime=3x ./gocore/server
+//
+//   - ColdSeq: sequential read of a 512 MiB file (2 MiB blocks, ZBlk0) right
+//     after the server starts, against the data layer (zdata) loading the
+//     same blocks in-process without FUSE; the FileStorage is in the OS cache.
+//   - WarmSeq: the same read with the file in the page cache, against reading
+//     the same bytes from a tmpfs file.
+//   - Rand4K: random 4 KiB reads of the warm file, latency percentiles
+//     (tmpfs alongside).
+//   - CommitVisible: from the end of a genuine ZODB commit (the toolkit's
+//     reply) to head/at showing it (the .wcfs/debug/zhead stream).
+//
+// $WCFS_BENCH_SIZE changes the file size (default 512M); $WCFS_BENCH_ARGS
+// adds server flags (e.g. -cpuprofile=/tmp/wcfs.prof). The database is made
+// once per test process by genuine ZODB (`python -m ztestdb gen`).
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/wcfstest"
+	"wendelin.dev/wcfs/gocore/zdata"
+)
+
+var benchData struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+// benchDB returns the benchmark FileStorage (one ZBigFile, root["zf0"]).
+func benchDB(b *testing.B) string {
+	b.Helper()
+	benchData.once.Do(func() {
+		benchData.dir, benchData.err = os.MkdirTemp("", "wcfs-bench-")
+		if benchData.err != nil {
+			return
+		}
+		size := os.Getenv("WCFS_BENCH_SIZE")
+		if size == "" {
+			size = "512M"
+		}
+		benchData.path = filepath.Join(benchData.dir, "bench.fs")
+		cmd := testdb.Command(b, "gen", benchData.path, "--files=1", "--size="+size,
+			"--blksize=2M", "--fmt=ZBlk0", "--no-manifest", "--no-progress")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			benchData.err = fmt.Errorf("%s: %v\n%s", cmd, err, out)
+		}
+	})
+	if benchData.err != nil {
+		b.Fatal(benchData.err)
+	}
+	return benchData.path
+}
+
+// benchArgs returns the server flags from $WCFS_BENCH_ARGS.
+func benchArgs(args ...string) []string {
+	return append(args, strings.Fields(os.Getenv("WCFS_BENCH_ARGS"))...)
+}
+
+// zfile opens the benchmark file in-process through the data layer.
+func zfile(b *testing.B, zurl string) (*zdata.ZConn, *zdata.ZBigFile, int64) {
+	b.Helper()
+	ctx := context.Background()
+	stor, err := zdata.OpenStorage(ctx, zurl)
+	if err != nil {
+		b.Fatal(err)
+	}
+	db := zdata.NewDB(stor)
+	zc, err := zdata.OpenConn(ctx, db, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { zc.Close(); db.Close(); stor.Close() })
+	root, err := zc.Get(zc.Ctx(ctx), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := root.PActivate(zc.Ctx(ctx)); err != nil {
+		b.Fatal(err)
+	}
+	obj, _ := root.(*zodb.Map).Get("zf0").(zodb.IPersistent)
+	root.PDeactivate()
+	if obj == nil {
+		b.Fatal("no root['zf0']")
+	}
+	f, err := zc.LoadZBigFile(ctx, obj.POid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	size, _, err := f.Size(zc.Ctx(ctx))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return zc, f, size
+}
+
+// warmOS reads path so that it is in the OS page cache.
+func warmOS(b *testing.B, path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(io.Discard, f); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// readSeq reads path sequentially with reads of bufsize bytes and returns
+// the number of bytes read.
+func readSeq(b *testing.B, path string, bufsize int) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, bufsize)
+	var n int64
+	for {
+		k, err := f.Read(buf)
+		n += int64(k)
+		if err == io.EOF {
+			return n
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+const seqBuf = 2 << 20 // read(2) size of sequential reads
+
+func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 1e6 }
+
+// BenchmarkServer runs the server benchmarks against one database.
+func BenchmarkServer(b *testing.B) {
+	path := benchDB(b)
+	zurl := "file://" + path
+	warmOS(b, path)
+	zc, zf, size := zfile(b, zurl)
+	foid := zf.POid()
+	const bs = 2 << 20
+
+	b.Run("ColdSeq", func(b *testing.B) {
+		ctx := zc.Ctx(context.Background())
+		dst := make([]byte, bs)
+		var twcfs, tzdata time.Duration
+		var nbytes int64
+		for b.Loop() {
+			// a fresh server: the first read after start
+			srv := wcfstest.Start(b, zurl, benchArgs()...)
+			headf := srv.Path("head", "bigfile", foid.String())
+			t0 := time.Now()
+			n := readSeq(b, headf, seqBuf)
+			twcfs += time.Since(t0)
+			if n != size {
+				b.Fatalf("read %d bytes, want %d", n, size)
+			}
+			nbytes += n
+			if err := srv.Stop(); err != nil {
+				b.Fatal(err)
+			}
+
+			t0 = time.Now()
+			for blk := int64(0); blk < size/bs; blk++ {
+				if _, err := zf.LoadBlkInto(ctx, blk, dst); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tzdata += time.Since(t0)
+		}
+		b.ReportMetric(0, "ns/op")
+		b.ReportMetric(mbps(nbytes, twcfs), "wcfs-MB/s")
+		b.ReportMetric(mbps(nbytes, tzdata), "zdata-MB/s")
+		b.ReportMetric(float64(tzdata)/float64(twcfs), "wcfs/zdata")
+	})
+
+	srv := wcfstest.Start(b, zurl, benchArgs()...)
+	headf := srv.Path("head", "bigfile", foid.String())
+
+	// a tmpfs copy of the same bytes
+	tmpfs, err := os.CreateTemp("/dev/shm", "wcfs-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(tmpfs.Name())
+	src, err := os.Open(headf)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.Copy(tmpfs, src); err != nil {
+		b.Fatal(err)
+	}
+	src.Close()
+	tmpfs.Close()
+
+	b.Run("WarmSeq", func(b *testing.B) {
+		readSeq(b, headf, seqBuf) // warm
+		var twcfs, ttmpfs time.Duration
+		var nbytes int64
+		for b.Loop() {
+			t0 := time.Now()
+			n := readSeq(b, headf, seqBuf)
+			twcfs += time.Since(t0)
+			t0 = time.Now()
+			readSeq(b, tmpfs.Name(), seqBuf)
+			ttmpfs += time.Since(t0)
+			nbytes += n
+		}
+		b.ReportMetric(0, "ns/op")
+		b.ReportMetric(mbps(nbytes, twcfs), "wcfs-MB/s")
+		b.ReportMetric(mbps(nbytes, ttmpfs), "tmpfs-MB/s")
+		b.ReportMetric(float64(ttmpfs)/float64(twcfs), "wcfs/tmpfs")
+	})
+
+	b.Run("Rand4K", func(b *testing.B) {
+		readSeq(b, headf, seqBuf) // warm
+		const nread = 20000
+		lat := func(path string) []time.Duration {
+			f, err := os.Open(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			rng := rand.New(rand.NewSource(1))
+			buf := make([]byte, 4096)
+			d := make([]time.Duration, nread)
+			for i := range d {
+				off := rng.Int63n(size/4096) * 4096
+				t0 := time.Now()
+				if _, err := unix.Pread(int(f.Fd()), buf, off); err != nil {
+					b.Fatal(err)
+				}
+				d[i] = time.Since(t0)
+			}
+			sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+			return d
+		}
+		var w, m []time.Duration
+		for b.Loop() {
+			w, m = lat(headf), lat(tmpfs.Name())
+		}
+		pct := func(d []time.Duration, p float64) float64 {
+			return float64(d[int(p*float64(len(d)-1))].Nanoseconds()) / 1e3
+		}
+		b.ReportMetric(0, "ns/op")
+		for _, p := range []float64{0.5, 0.9, 0.99, 0.999} {
+			b.ReportMetric(pct(w, p), fmt.Sprintf("wcfs-p%g-µs", p*100))
+		}
+		b.ReportMetric(pct(m, 0.5), "tmpfs-p50-µs")
+		b.ReportMetric(pct(m, 0.99), "tmpfs-p99-µs")
+	})
+}
+
+// commitScript commits changes of one block of root['f'] with genuine ZODB,
+// one commit per line of stdin (the block number), and answers every commit
+// with its tid and the time the commit reached the storage file: when
+// FileStorage has flushed the transaction's final status (from then on any
+// reader of the file sees it; FileStorage then fsyncs and ZODB runs
+// invalidations and hooks before commit() returns). CLOCK_MONOTONIC.
+const commitScript = `
+import os, sys, time, transaction, ZODB, ZODB.FileStorage
+stor = ZODB.FileStorage.FileStorage(sys.argv[1])
+conn = ZODB.DB(stor).open()
+zf = conn.root()['f']
+end = []
+finish_finish = stor._finish_finish
+def _finish_finish(tid):
+    stor._file.flush()
+    end.append(time.clock_gettime(time.CLOCK_MONOTONIC))
+    finish_finish(tid)
+stor._finish_finish = _finish_finish
+for line in sys.stdin:
+    zf.storeblk(int(line), os.urandom(zf.blksize))
+    del end[:]
+    transaction.commit()
+    print(stor.lastTransaction().hex(), repr(end[0]), flush=True)
+`
+
+// BenchmarkCommitVisible: a genuine ZODB commit reaches the storage file ->
+// head/at shows it (the .wcfs/debug/zhead line, published right after head/at
+// advanced; both sides timed with CLOCK_MONOTONIC).
+func BenchmarkCommitVisible(b *testing.B) {
+	db := testdb.Create(b, filepath.Join(b.TempDir(), "1.fs"))
+	foid := db.CreateFile("f", 64<<10, testdb.ZBlk0)
+	for blk := int64(0); blk < 16; blk++ {
+		db.WriteBlock("f", blk, randData(blk, 64<<10))
+	}
+	db.Commit("init")
+	db.Close()
+
+	srv := wcfstest.Start(b, db.ZURL(), benchArgs("-debug")...)
+	zh := openZhead(b, srv)
+	// a served file with cached blocks: commits have page cache work to do
+	readFileB(b, srv.Path("head", "bigfile", foid.String()))
+
+	py := testdb.Command(b) // python with the toolkit on PYTHONPATH
+	py.Args = []string{py.Args[0], "-c", commitScript, db.Path()}
+	stdin, err := py.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := py.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	py.Stderr = os.Stderr
+	if err := py.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer py.Wait()
+	defer stdin.Close()
+	replies := bufio.NewScanner(stdout)
+
+	var d []time.Duration
+	rng := rand.New(rand.NewSource(1))
+	for b.Loop() {
+		fmt.Fprintf(stdin, "%d\n", rng.Intn(16))
+		if !replies.Scan() {
+			b.Fatalf("committer: %v", replies.Err())
+		}
+		var tidHex string
+		var end float64
+		if _, err := fmt.Sscan(replies.Text(), &tidHex, &end); err != nil {
+			b.Fatalf("committer said %q: %v", replies.Text(), err)
+		}
+		tid, err := zodb.ParseTid(tidHex)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ev := zh.waitTid(b, tid)
+		d = append(d, ev.mono-time.Duration(end*1e9))
+		if got := readFileB(b, srv.Path("head", "at")); string(got) != tid.String() {
+			b.Fatalf("head/at = %s after @%s was published", got, tid)
+		}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(float64(d[len(d)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(d[len(d)*9/10].Microseconds()), "p90-µs")
+	b.ReportMetric(float64(d[len(d)-1].Microseconds()), "max-µs")
+}
+
+func readFileB(b *testing.B, path string) []byte {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
