@@ -46,15 +46,8 @@ func readAll(t *testing.T, zurl string, m *testdb.Manifest) map[zodb.Tid]map[str
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	stor, err := zdata.OpenStorage(ctx, zurl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := zdata.NewDB(stor)
-	defer func() {
-		db.Close()
-		stor.Close()
-	}()
+	db, closeDB := openDB(t, ctx, zurl)
+	defer closeDB()
 
 	out := map[zodb.Tid]map[string]fileRead{}
 	for _, txn := range m.Transactions {
@@ -73,6 +66,21 @@ func readAll(t *testing.T, zurl string, m *testdb.Manifest) map[zodb.Tid]map[str
 		zc.Close()
 	}
 	return out
+}
+
+// openDB opens the storage at zurl with zdata and a DB over it; closeDB
+// closes both.
+func openDB(tb testing.TB, ctx context.Context, zurl string) (db *zodb.DB, closeDB func()) {
+	tb.Helper()
+	stor, err := zdata.OpenStorage(ctx, zurl)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	db = zdata.NewDB(stor)
+	return db, func() {
+		db.Close()
+		stor.Close()
+	}
 }
 
 func readFile(ctx context.Context, zc *zdata.ZConn, oid zodb.Oid) (fileRead, error) {

@@ -146,6 +146,19 @@ func pageCached(t *testing.T, mem []byte) int {
 	return n
 }
 
+// waitCached waits until all of mem is in the page cache (the server pushes
+// the rest of a block asynchronously after a partial read).
+func waitCached(t *testing.T, what string, mem []byte) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for pageCached(t, mem) != len(mem)/os.Getpagesize() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d of %d pages cached", what, pageCached(t, mem), len(mem)/os.Getpagesize())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // mapFile maps size bytes of path read-only (shared, as wendelin.core does);
 // the mapping and the file are released when the test ends.
 func mapFile(t *testing.T, path string, size int64) (*os.File, []byte) {
@@ -209,13 +222,7 @@ func TestServeZEO(t *testing.T) {
 	for blk := int64(0); blk < 4; blk++ {
 		_ = block(blk)[0] // fault it in
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for pageCached(t, mem[:4*bs]) != 4*bs/os.Getpagesize() {
-		if time.Now().After(deadline) {
-			t.Fatalf("head file not cached after reading it: %d pages", pageCached(t, mem[:4*bs]))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitCached(t, "head file after reading it", mem[:4*bs])
 
 	// commit through ZEO: change block 1 of f
 	db.WriteBlock("f", 1, bytes.Repeat([]byte{'x'}, bs))
@@ -243,6 +250,8 @@ func TestServeZEO(t *testing.T) {
 		t.Errorf("@%s block 1: not the old data", at1)
 	}
 
+	waitCached(t, "head block 1 after reading it again", block(1))
+
 	// grow the file (block 5; 4 is a hole)
 	db.WriteBlock("f", 5, []byte("appended"))
 	at3 := db.Commit("t3")
@@ -253,6 +262,11 @@ func TestServeZEO(t *testing.T) {
 	}
 	if got := block(5)[:8]; string(got) != "appended" {
 		t.Errorf("head block 5 after commit: %q", got)
+	}
+	for blk := int64(0); blk < 4; blk++ {
+		if n := pageCached(t, block(blk)); n != full {
+			t.Errorf("head block %d: %d of %d pages cached after the file grew (unchanged blocks stay)", blk, n, full)
+		}
 	}
 	checkAllRevisions(t, srv, db.Manifest())
 
