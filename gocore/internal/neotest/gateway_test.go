@@ -41,7 +41,9 @@ func TestGatewayAfterStorageOutage(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	join := func() (*gateway.WCFS, error) {
-		return g.Join(ctx, zurl, gateway.JoinOptions{Autostart: gateway.AutostartYes, Env: []string{}})
+		return g.Join(ctx, zurl, gateway.JoinOptions{Autostart: gateway.AutostartYes,
+			// logs to ServerOutput, not to files in $TMPDIR
+			Env: []string{"WENDELIN_CORE_WCFS_OPTIONS=-logtostderr"}})
 	}
 	check := func(w *gateway.WCFS, when string) {
 		t.Helper()
