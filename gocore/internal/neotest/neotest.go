@@ -23,10 +23,11 @@
 // certificate, shared by the cluster and its clients as NEO deployments do.
 //
 // Limits of neo/go (v0.0.0-20240924102820) that shape the tests: its storage
-// backend is read-only (no commits through NEO), its client only dials the
-// first master of a zurl, and a storage node that restarts alone gets a new
-// node id that the master's partition table does not know, so outages take
-// the whole cluster away and bring it back together.
+// backend is read-only (no commits through NEO: commits are tested over ZEO),
+// its client dials only the first master of a zurl, and its client does not
+// resume a session once the cluster was away (it keeps failing; see
+// docs/operations.md, "Storage outages"). Outages therefore take the whole
+// cluster (one process) away and bring it back together.
 package neotest
 
 import (
