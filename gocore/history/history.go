@@ -92,9 +92,9 @@ type fileHist struct {
 	keylog []revBlk            // (rev, key) of the entries of keys, by ↑ rev
 
 	// tracked blocks
-	tracked map[int64]*blkHist
-	chlog   []revBlk // (rev, blk) of every change of a tracked block, by ↑ rev
-	backlog []revBlk // back-filled (rev, blk) not yet merged into chlog, unordered
+	tracked map[int64]blkHist // by value: one pointer less to chase per query
+	chlog   []revBlk          // (rev, blk) of every change of a tracked block, by ↑ rev
+	backlog []revBlk          // back-filled (rev, blk) not yet merged into chlog, unordered
 }
 
 // kchange is one change of a key: its ZBlk before and after (0: absent).
@@ -249,7 +249,7 @@ func (h *History) Follow(ctx context.Context, foid zodb.Oid) (_ FileInfo, err er
 		blktab:  st.BlkTab,
 		epoch:   epoch,
 		keys:    make(map[int64][]kchange),
-		tracked: make(map[int64]*blkHist),
+		tracked: make(map[int64]blkHist),
 	}
 	start := max(tail, epoch)
 	f.tree, err = loadIndex(ctx, h.ld, f.blktab, start)
@@ -358,16 +358,16 @@ func (f *fileHist) addKeyChanges(rev zodb.Tid, changes []keyChange) {
 // with what was loaded there: zblk as of at.
 func (h *History) Track(foid zodb.Oid, blk int64, zblk zodb.Oid, at zodb.Tid) error {
 	h.mu.RLock()
-	f, b, err := h.tracked(foid, blk, zblk, at)
+	f, ok, err := h.tracked(foid, blk, zblk, at)
 	h.mu.RUnlock()
-	if err != nil || b != nil {
+	if err != nil || ok {
 		return err
 	}
 
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	f, b, err = h.tracked(foid, blk, zblk, at)
-	if err != nil || b != nil {
+	f, ok, err = h.tracked(foid, blk, zblk, at)
+	if err != nil || ok {
 		return err
 	}
 
@@ -397,7 +397,7 @@ func (h *History) Track(foid zodb.Oid, blk int64, zblk zodb.Oid, at zodb.Tid) er
 		start, v = kc[i].rev, kc[i].new
 	}
 
-	f.tracked[blk] = &blkHist{zblk: zblk, revs: revs}
+	f.tracked[blk] = blkHist{zblk: zblk, revs: revs}
 	if zblk != 0 {
 		h.zblkRoute.add(zblk, blkRef{f, blk})
 	}
@@ -411,19 +411,19 @@ func (h *History) Track(foid zodb.Oid, blk int64, zblk zodb.Oid, at zodb.Tid) er
 }
 
 // tracked looks blk of foid up for Track. Under mu.
-func (h *History) tracked(foid zodb.Oid, blk int64, zblk zodb.Oid, at zodb.Tid) (*fileHist, *blkHist, error) {
-	f := h.files[foid]
+func (h *History) tracked(foid zodb.Oid, blk int64, zblk zodb.Oid, at zodb.Tid) (f *fileHist, ok bool, err error) {
+	f = h.files[foid]
 	if f == nil {
-		return nil, nil, fmt.Errorf("history: track f%s #%d: %w", foid, blk, ErrNotFollowed)
+		return nil, false, fmt.Errorf("history: track f%s #%d: %w", foid, blk, ErrNotFollowed)
 	}
 	if at != h.head {
-		return nil, nil, fmt.Errorf("history: track f%s #%d @%s: head is @%s", foid, blk, at, h.head)
+		return nil, false, fmt.Errorf("history: track f%s #%d @%s: head is @%s", foid, blk, at, h.head)
 	}
-	b := f.tracked[blk]
-	if b != nil && b.zblk != zblk {
-		return nil, nil, fmt.Errorf("history: track f%s #%d @%s: inconsistent: ZBlk %s, but tracked as %s", foid, blk, at, zblk, b.zblk)
+	b, ok := f.tracked[blk]
+	if ok && b.zblk != zblk {
+		return nil, false, fmt.Errorf("history: track f%s #%d @%s: inconsistent: ZBlk %s, but tracked as %s", foid, blk, at, zblk, b.zblk)
 	}
-	return f, b, nil
+	return f, ok, nil
 }
 
 // mergeBacklog merges f's back-filled changes into its chlog. Under mu (exclusive).
@@ -464,7 +464,7 @@ func (h *History) file(foid zodb.Oid, at zodb.Tid) (*fileHist, error) {
 }
 
 // revAt returns the last revision ≤ at that changed b, or the file's tail.
-func (f *fileHist) revAt(b *blkHist, at, lo zodb.Tid) zodb.Tid {
+func (f *fileHist) revAt(b blkHist, at, lo zodb.Tid) zodb.Tid {
 	i := sort.Search(len(b.revs), func(i int) bool { return b.revs[i] > at })
 	if i > 0 && b.revs[i-1] > lo {
 		return b.revs[i-1]
@@ -487,8 +487,8 @@ func (h *History) BlkRevAt(foid zodb.Oid, blk int64, at zodb.Tid) (zodb.Tid, err
 	if err != nil {
 		return 0, fmt.Errorf("history: f%s #%d @%s: %w", foid, blk, at, err)
 	}
-	b := f.tracked[blk]
-	if b == nil {
+	b, ok := f.tracked[blk]
+	if !ok {
 		return 0, fmt.Errorf("history: f%s #%d @%s: %w", foid, blk, at, ErrNotTracked)
 	}
 	return f.revAt(b, at, h.fileTail(f)), nil

@@ -206,6 +206,32 @@ func TestDeep(t *testing.T) {
 	}
 }
 
+// TestTreeEdges replays what the toolkit does not write (testdata/gentrees.py):
+// blktab.clear() of a three-level tree, update() of many keys, a ZBlk
+// shared by keys of two files and changed in place, a file given another
+// file's blktab, deletions of ranges through the BTree API.
+func TestTreeEdges(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "1.fs")
+	var res struct{ Files []string }
+	runScript(t, &res, "gentrees.py", path)
+	var foidv []zodb.Oid
+	for _, s := range res.Files {
+		oid, err := zodb.ParseOid(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		foidv = append(foidv, oid)
+	}
+	stor, cv, o := openOracle(ctx, t, path, foidv)
+	for _, at0 := range []int{1, 2, 5} {
+		for _, keep := range []int{0, 3} {
+			replay(ctx, t, stor, o, cv, foidv, at0, keep, int64(at0+keep))
+		}
+	}
+}
+
 // TestRandom replays random databases from several starting points, with and
 // without forgetting, against the oracle.
 func TestRandom(t *testing.T) {
