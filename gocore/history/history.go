@@ -92,9 +92,9 @@ type fileHist struct {
 	keylog []revBlk            // (rev, key) of the entries of keys, by ↑ rev
 
 	// tracked blocks
-	tracked map[int64]blkHist // by value: one pointer less to chase per query
-	chlog   []revBlk          // (rev, blk) of every change of a tracked block, by ↑ rev
-	backlog []revBlk          // back-filled (rev, blk) not yet merged into chlog, unordered
+	tracked map[int64]*blkHist
+	chlog   []revBlk // (rev, blk) of every change of a tracked block, by ↑ rev
+	backlog []revBlk // back-filled (rev, blk) not yet merged into chlog, unordered
 }
 
 // kchange is one change of a key: its ZBlk before and after (0: absent).
@@ -249,7 +249,7 @@ func (h *History) Follow(ctx context.Context, foid zodb.Oid) (_ FileInfo, err er
 		blktab:  st.BlkTab,
 		epoch:   epoch,
 		keys:    make(map[int64][]kchange),
-		tracked: make(map[int64]blkHist),
+		tracked: make(map[int64]*blkHist),
 	}
 	start := max(tail, epoch)
 	f.tree, err = loadIndex(ctx, h.ld, f.blktab, start)
@@ -397,7 +397,7 @@ func (h *History) Track(foid zodb.Oid, blk int64, zblk zodb.Oid, at zodb.Tid) er
 		start, v = kc[i].rev, kc[i].new
 	}
 
-	f.tracked[blk] = blkHist{zblk: zblk, revs: revs}
+	f.tracked[blk] = &blkHist{zblk: zblk, revs: revs}
 	if zblk != 0 {
 		h.zblkRoute.add(zblk, blkRef{f, blk})
 	}
@@ -419,7 +419,8 @@ func (h *History) tracked(foid zodb.Oid, blk int64, zblk zodb.Oid, at zodb.Tid) 
 	if at != h.head {
 		return nil, false, fmt.Errorf("history: track f%s #%d @%s: head is @%s", foid, blk, at, h.head)
 	}
-	b, ok := f.tracked[blk]
+	b := f.tracked[blk]
+	ok = b != nil
 	if ok && b.zblk != zblk {
 		return nil, false, fmt.Errorf("history: track f%s #%d @%s: inconsistent: ZBlk %s, but tracked as %s", foid, blk, at, zblk, b.zblk)
 	}
@@ -464,7 +465,7 @@ func (h *History) file(foid zodb.Oid, at zodb.Tid) (*fileHist, error) {
 }
 
 // revAt returns the last revision ≤ at that changed b, or the file's tail.
-func (f *fileHist) revAt(b blkHist, at, lo zodb.Tid) zodb.Tid {
+func (f *fileHist) revAt(b *blkHist, at, lo zodb.Tid) zodb.Tid {
 	i := sort.Search(len(b.revs), func(i int) bool { return b.revs[i] > at })
 	if i > 0 && b.revs[i-1] > lo {
 		return b.revs[i-1]
@@ -487,8 +488,8 @@ func (h *History) BlkRevAt(foid zodb.Oid, blk int64, at zodb.Tid) (zodb.Tid, err
 	if err != nil {
 		return 0, fmt.Errorf("history: f%s #%d @%s: %w", foid, blk, at, err)
 	}
-	b, ok := f.tracked[blk]
-	if !ok {
+	b := f.tracked[blk]
+	if b == nil {
 		return 0, fmt.Errorf("history: f%s #%d @%s: %w", foid, blk, at, ErrNotTracked)
 	}
 	return f.revAt(b, at, h.fileTail(f)), nil

@@ -130,7 +130,6 @@ func (h *History) Update(ctx context.Context, δZ *zodb.EventCommit) (_ *Delta, 
 		}
 		return d
 	}
-	// (b is f.tracked[blk], stored back by the caller)
 	changedBlk := func(f *fileHist, blk int64, b *blkHist) {
 		if n := len(b.revs); n > 0 && b.revs[n-1] == tid {
 			return
@@ -173,8 +172,8 @@ func (h *History) Update(ctx context.Context, δZ *zodb.EventCommit) (_ *Delta, 
 			}
 			f.addKeyChanges(tid, u.δt.changes)
 			for _, c := range u.δt.changes {
-				b, ok := f.tracked[c.key]
-				if !ok {
+				b := f.tracked[c.key]
+				if b == nil {
 					continue
 				}
 				if b.zblk != 0 {
@@ -184,8 +183,7 @@ func (h *History) Update(ctx context.Context, δZ *zodb.EventCommit) (_ *Delta, 
 				if b.zblk != 0 {
 					h.zblkRoute.add(b.zblk, blkRef{f, c.key})
 				}
-				changedBlk(f, c.key, &b)
-				f.tracked[c.key] = b
+				changedBlk(f, c.key, b)
 			}
 			if u.hasKeys != f.hasKeys || u.maxKey != f.maxKey {
 				f.maxKey, f.hasKeys = u.maxKey, u.hasKeys
@@ -197,9 +195,8 @@ func (h *History) Update(ctx context.Context, δZ *zodb.EventCommit) (_ *Delta, 
 	// ZBlks changed in place
 	for _, oid := range δZ.Changev {
 		h.zblkRoute.each(oid, func(r blkRef) {
-			if b, ok := r.f.tracked[r.blk]; ok && b.zblk == oid {
-				changedBlk(r.f, r.blk, &b)
-				r.f.tracked[r.blk] = b
+			if b := r.f.tracked[r.blk]; b != nil && b.zblk == oid {
+				changedBlk(r.f, r.blk, b)
 			}
 		})
 	}
@@ -236,7 +233,7 @@ func (h *History) compute(ctx context.Context, u *fileUpdate, prev, tid zodb.Tid
 				blktab:  st.BlkTab,
 				epoch:   tid,
 				keys:    make(map[int64][]kchange),
-				tracked: make(map[int64]blkHist),
+				tracked: make(map[int64]*blkHist),
 			}
 			nf.tree, err = loadIndex(ctx, h.ld, nf.blktab, tid)
 			if err == nil {
@@ -321,12 +318,11 @@ func (h *History) ForgetPast(revCut zodb.Tid) {
 		n = 0
 		for ; n < len(f.chlog) && f.chlog[n].rev <= revCut; n++ {
 			e := f.chlog[n]
-			if b, ok := f.tracked[e.blk]; ok && len(b.revs) > 0 && b.revs[0] == e.rev {
+			if b := f.tracked[e.blk]; b != nil && len(b.revs) > 0 && b.revs[0] == e.rev {
 				b.revs = b.revs[1:]
 				if len(b.revs) == 0 {
 					b.revs = nil
 				}
-				f.tracked[e.blk] = b
 			}
 		}
 		f.chlog = f.chlog[n:]
