@@ -344,11 +344,31 @@ func (f *bigFile) block(ctx context.Context, zc *zdata.ZConn, blk, lo, hi int64)
 	return buf, nil
 }
 
-// load loads block blk into l and then schedules the upload of the part of
-// the block outside [lo, hi).
+// load loads block blk into l (the view entered) and then schedules the
+// upload of the part of the block outside [lo, hi).
 func (f *bigFile) load(zc *zdata.ZConn, blk int64, l *blkLoad, lo, hi int64) {
+	if !f.loadOnly(zc, blk, l) {
+		return
+	}
+	ranges := uploadRanges(lo, hi, f.blksize)
+	if len(ranges) == 0 {
+		f.dropLoad(blk, l)
+		return
+	}
 	srv := f.server()
-	ctx := srv.ctx
+	l.buf.ref() // the upload's, released when it is done
+	srv.uploads.Add(1)
+	go func() {
+		defer srv.uploads.Done()
+		defer l.buf.unref()
+		f.uploadBlk(blk, l, ranges)
+	}()
+}
+
+// loadOnly loads block blk into l (the view entered) and publishes the
+// result; on error l leaves the load table.
+func (f *bigFile) loadOnly(zc *zdata.ZConn, blk int64, l *blkLoad) bool {
+	ctx := f.server().ctx
 	info, err := f.zfileFor().LoadBlkInto(zc.Ctx(ctx), blk, l.buf.data)
 	if err == nil && f.head != nil {
 		err = f.head.blockLoaded(ctx, f, blk, info)
@@ -357,21 +377,9 @@ func (f *bigFile) load(zc *zdata.ZConn, blk int64, l *blkLoad, lo, hi int64) {
 	close(l.ready)
 	if err != nil {
 		f.dropLoad(blk, l)
-		return
+		return false
 	}
-
-	ranges := uploadRanges(lo, hi, f.blksize)
-	if len(ranges) == 0 {
-		f.dropLoad(blk, l)
-		return
-	}
-	l.buf.ref() // the upload's, released when it is done
-	srv.uploads.Add(1)
-	go func() {
-		defer srv.uploads.Done()
-		defer l.buf.unref()
-		f.uploadBlk(blk, l, ranges)
-	}()
+	return true
 }
 
 // dropLoad removes l from the load table (if it is still there).
@@ -418,10 +426,12 @@ func uploadRanges(lo, hi, blksize int64) [][2]int64 {
 // Prefetch of big blocks: the kernel reads ahead at most 128 KiB (a block
 // of 2 MiB is 16 such reads), and a block is loaded only when a read
 // reaches it. For a sequential reader the server loads and uploads the next
-// blocks meanwhile, so that the reader finds them in the page cache.
+// blocks meanwhile, in order, a few at a time (Server.prefetchSem), so that
+// the reader finds them in the page cache: it then sends no reads, and the
+// run goes on at its next read, at the end of what was prefetched.
 const (
 	prefetchMinBlksize = 512 << 10 // smaller blocks: kernel readahead suffices
-	prefetchBytes      = 4 << 20   // how far ahead
+	prefetchBytes      = 16 << 20  // how far ahead of a read
 )
 
 // readahead is called by reads of blocks [b0, b1]: if they continue a
@@ -456,31 +466,51 @@ func (f *bigFile) readahead(b0, b1 int64) {
 }
 
 // prefetch loads block blk, unless it is being loaded or looks cached, and
-// uploads it into the page cache.
+// uploads it into the page cache; at most Server.prefetchSem at a time.
 func (f *bigFile) prefetch(blk int64) {
 	srv := f.server()
+	if srv.prefetchSem.Acquire(srv.ctx, 1) != nil {
+		return
+	}
+	defer srv.prefetchSem.Release(1)
+
 	zc, leave, err := f.enter(srv.ctx)
 	if err != nil {
 		return
 	}
-	defer leave()
-	if f.gone != nil || (blk+1)*f.blksize > f.size {
+	l := f.prefetchEntry(blk)
+	if l == nil {
+		leave()
 		return
+	}
+	ok := f.loadOnly(zc, blk, l)
+	leave() // uploadBlk takes the view lock itself
+	if ok {
+		l.buf.ref()
+		f.uploadBlk(blk, l, [][2]int64{{0, int64(len(l.buf.data))}})
+		l.buf.unref()
+	}
+}
+
+// prefetchEntry returns a new load table entry for blk, or nil if the
+// block is out of the file, being loaded, or looks cached (view entered).
+func (f *bigFile) prefetchEntry(blk int64) *blkLoad {
+	if f.gone != nil || (blk+1)*f.blksize > f.size {
+		return nil
 	}
 	// the first page cached: the block was read or uploaded before
 	var page [pageSize]byte
 	if n, _ := f.ReadCache(blk*f.blksize, page[:]); n == pageSize {
-		return
+		return nil
 	}
 	f.loadMu.Lock()
+	defer f.loadMu.Unlock()
 	if f.loads[blk] != nil {
-		f.loadMu.Unlock()
-		return
+		return nil
 	}
 	l := f.newBlkLoad()
 	f.loads[blk] = l
-	f.loadMu.Unlock()
-	f.load(zc, blk, l, 0, 0)
+	return l
 }
 
 // uploadBlk pushes the given parts of loaded block blk into the kernel page
@@ -514,7 +544,7 @@ func (f *bigFile) uploadBlk(blk int64, l *blkLoad, ranges [][2]int64) {
 		defer gen.Done()
 	}
 
-	off := blk * f.blksize
+	off := blk * int64(len(l.buf.data)) // not f.blksize: no view lock held here
 	for _, r := range ranges {
 		st := f.WriteCache(off+r[0], l.buf.data[r[0]:r[1]])
 		switch st {

@@ -123,3 +123,23 @@ func smallFSOrEmpty(t *testing.T) (string, bool) {
 	zurl, _ := smallFS(t)
 	return zurl, true
 }
+
+// The glog flags existing deployments pass through WENDELIN_CORE_WCFS_OPTIONS
+// are accepted (with the reference's own flags).
+func TestCLIGlogFlags(t *testing.T) {
+	t.Parallel()
+	zurl, _ := smallFS(t)
+	logDir := t.TempDir()
+	srv := wcfstest.Start(t, zurl, "-alsologtostderr", "-v=1", "-vmodule=follow=2",
+		"-stderrthreshold=ERROR", "-log_dir="+logDir, "-log_backtrace_at=main.go:1",
+		"-debug", "-trace.fuse", "-autoexit=false", "-pintimeout=10s")
+	if got := string(readFile(t, srv.Path(".wcfs", "pintimeout"))); got != "10.0" {
+		t.Errorf(".wcfs/pintimeout = %q", got)
+	}
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(srv.Log(), "LOOKUP") {
+		t.Errorf("-trace.fuse: no FUSE trace in the log")
+	}
+}

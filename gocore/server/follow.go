@@ -120,6 +120,16 @@ type viewSwitch struct {
 	inval      []blockInval // changed blocks of head files
 	invalAll   []*bigFile   // epoch or gone: drop all the file's cache
 	invalAttr  []*bigFile   // size changed
+	invalGrown []grownRange // files that grew: their region past the old EOF
+}
+
+// grownRange is the region [from, to) a file grew by. The kernel may cache
+// pages there that a read past the old EOF filled with zeros (a short read
+// zero-fills the rest of the request), and the history does not know them
+// (nothing was loaded): they are dropped.
+type grownRange struct {
+	f        *bigFile
+	from, to int64
 }
 
 // blockInval lists the changed blocks of one head file.
@@ -297,6 +307,8 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 				if fd.Epoch {
 					log.Warningf("%s: ZBigFile changed @%s (blksize %d -> %d, size %d -> %d): serving the new content",
 						f.path(), δZ.Tid, oldBlksize, f.blksize, oldSize, f.size)
+				} else if f.size > oldSize {
+					sw.invalGrown = append(sw.invalGrown, grownRange{f, oldSize, f.size})
 				}
 			case fd.Gone || isInvalid(err):
 				// deleted, or replaced by an object of another class
@@ -364,6 +376,16 @@ func (s *Server) applyToKernel(sw *viewSwitch) {
 				}
 			}()
 		}
+	}
+	for _, g := range sw.invalGrown {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st := g.f.NotifyContent(g.from, g.to-g.from)
+			if st != 0 && st != syscall.ENOENT {
+				log.Errorf("%s: invalidate page cache past the old EOF: %s", g.f.path(), st)
+			}
+		}()
 	}
 	for _, f := range sw.invalAll {
 		wg.Add(1)

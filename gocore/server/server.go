@@ -17,6 +17,7 @@ import (
 	log "github.com/golang/glog"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
@@ -47,8 +48,9 @@ type Server struct {
 	fuse *fuse.Server
 	act  *activity
 
-	uploads sync.WaitGroup // page cache uploads in flight
-	workers sync.WaitGroup // follower, gc, autoexit
+	uploads     sync.WaitGroup      // page cache uploads and prefetches in flight
+	prefetchSem *semaphore.Weighted // bounds concurrent prefetches
+	workers     sync.WaitGroup      // follower, gc, autoexit
 
 	fatalOnce sync.Once
 	fatal     chan error // a background failure that ends serving
@@ -66,6 +68,8 @@ func Open(ctx context.Context, opt Options) (_ *Server, err error) {
 		stats:  &Stats{},
 		fatal:  make(chan error, 1),
 		served: make(chan struct{}),
+
+		prefetchSem: semaphore.NewWeighted(int64(max(2, runtime.NumCPU()))),
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {

@@ -5,10 +5,12 @@ package server_test
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,7 +33,8 @@ type readRecord struct {
 
 // Several readers of head/ and @<rev>/ files while genuine ZODB commits
 // for a few seconds: every @<rev> read is exact, every head/ read shows
-// data of a revision at or after what head/at said before the read, no read
+// data of a revision at or after what head/at said before the read (or ends
+// at an EOF the kernel's attribute cache still had: see below), no read
 // fails, and the server (built with -race under `go test -race`, halting on
 // the first race) survives.
 func TestStress(t *testing.T) {
@@ -160,6 +163,9 @@ func TestStress(t *testing.T) {
 	m := db.Manifest()
 	expect := func(txn *testdb.Txn, name string, blk int64) (string, int) {
 		fs := txn.Files[name]
+		if fs == nil {
+			return "", -1 // the file does not exist yet
+		}
 		if blk >= fs.NBlocks() {
 			return sha(nil), 0
 		}
@@ -178,6 +184,17 @@ func TestStress(t *testing.T) {
 		ok := false
 		for _, txn := range m.Transactions {
 			if txn.Tid < r.at {
+				// The kernel may read with a file size up to its attribute
+				// timeout old: it drops a GETATTR reply if an invalidation of
+				// the file (another commit) happened while it was in flight,
+				// and then reads with the size it had (docs/server.md, "Known
+				// kernel behaviour"). Such a read ends at an old EOF.
+				if r.n == 0 && txn.Tid.Time().Add(2*time.Second).After(r.at.Time().Time) {
+					if _, n := expect(txn, r.file, r.blk); n == 0 {
+						ok = true
+						break
+					}
+				}
 				continue
 			}
 			if sha, n := expect(txn, r.file, r.blk); sha == r.sha && n == r.n {
@@ -186,7 +203,15 @@ func TestStress(t *testing.T) {
 			}
 		}
 		if !ok {
-			t.Errorf("head/%s block %d read after head/at=%s: data of no revision at or after it", r.file, r.blk, r.at)
+			var hist []string
+			for _, txn := range m.Transactions {
+				if txn.Tid >= r.at {
+					sha, n := expect(txn, r.file, r.blk)
+					hist = append(hist, fmt.Sprintf("@%s: %d bytes %.8s (size %d)", txn.Tid, n, sha, txn.Files[r.file].Size))
+				}
+			}
+			t.Errorf("head/%s block %d read after head/at=%s: %d bytes %.8s: data of no revision at or after it:\n%s",
+				r.file, r.blk, r.at, r.n, r.sha, strings.Join(hist, "\n"))
 		}
 	}
 	t.Logf("%d commits; %d head reads, %d @rev reads checked", ncommit, nhead, nrev)
