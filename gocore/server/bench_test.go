@@ -10,7 +10,9 @@ package server_test
 //
 //   - ColdSeq: sequential read of a 512 MiB file (2 MiB blocks, ZBlk0) right
 //     after the server starts, against the data layer (zdata) loading the
-//     same blocks in-process without FUSE; the FileStorage is in the OS cache.
+//     same blocks in-process without FUSE, one after another: LoadBlkInto
+//     into one reused buffer, and LoadBlkShared (no copy, what the server
+//     uses); the FileStorage is in the OS cache.
 //   - WarmSeq: the same read with the file in the page cache, against reading
 //     the same bytes from a tmpfs file.
 //   - Rand4K: random 4 KiB reads of the warm file, latency percentiles
@@ -168,7 +170,7 @@ func BenchmarkServer(b *testing.B) {
 	b.Run("ColdSeq", func(b *testing.B) {
 		ctx := zc.Ctx(context.Background())
 		dst := make([]byte, bs)
-		var twcfs, tzdata time.Duration
+		var twcfs, tzdata, tshared time.Duration
 		var nbytes int64
 		for b.Loop() {
 			// a fresh server: the first read after start
@@ -192,11 +194,24 @@ func BenchmarkServer(b *testing.B) {
 				}
 			}
 			tzdata += time.Since(t0)
+
+			// what the server calls: no copy of full ZBlk0 blocks
+			t0 = time.Now()
+			for blk := int64(0); blk < size/bs; blk++ {
+				d, _, err := zf.LoadBlkShared(ctx, blk)
+				if err != nil {
+					b.Fatal(err)
+				}
+				d.Release()
+			}
+			tshared += time.Since(t0)
 		}
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(mbps(nbytes, twcfs), "wcfs-MB/s")
 		b.ReportMetric(mbps(nbytes, tzdata), "zdata-MB/s")
+		b.ReportMetric(mbps(nbytes, tshared), "zdata-shared-MB/s")
 		b.ReportMetric(float64(tzdata)/float64(twcfs), "wcfs/zdata")
+		b.ReportMetric(float64(tshared)/float64(twcfs), "wcfs/zdata-shared")
 	})
 
 	srv := wcfstest.Start(b, zurl, benchArgs()...)

@@ -126,7 +126,7 @@ type blkLoad struct {
 
 // newBlkLoad returns a load entry for a block of f.
 func (f *bigFile) newBlkLoad() *blkLoad {
-	return &blkLoad{ready: make(chan struct{}), buf: newBlockBuf(f.blksize)}
+	return &blkLoad{ready: make(chan struct{}), buf: newBlockBuf()}
 }
 
 var _ fs.NodeGetattrer = (*bigFile)(nil)
@@ -369,7 +369,10 @@ func (f *bigFile) load(zc *zdata.ZConn, blk int64, l *blkLoad, lo, hi int64) {
 // result; on error l leaves the load table.
 func (f *bigFile) loadOnly(zc *zdata.ZConn, blk int64, l *blkLoad) bool {
 	ctx := f.server().ctx
-	info, err := f.zfileFor().LoadBlkInto(zc.Ctx(ctx), blk, l.buf.data)
+	data, info, err := f.zfileFor().LoadBlkShared(zc.Ctx(ctx), blk)
+	if err == nil {
+		l.buf.shared, l.buf.data = data, data.Data
+	}
 	if err == nil && f.head != nil {
 		err = f.head.blockLoaded(ctx, f, blk, info)
 	}

@@ -8,36 +8,53 @@ import (
 	"sync/atomic"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"wendelin.dev/wcfs/gocore/zdata"
 )
 
-// blockBuf holds the data of one loaded block. It is shared by the load
-// table entry, the reads it is returned to (until go-fuse has written their
+// blockBuf holds the data of one block. It is shared by the load table
+// entry, the reads it is returned to (until go-fuse has written their
 // reply), the upload into the page cache and a commit keeping the old data,
-// and recycled once all of them let go: fresh 2 MiB buffers cost page faults
-// and garbage collections that cut the load throughput by 3-4x.
+// and its memory is recycled once all of them let go: fresh 2 MiB buffers
+// cost page faults and garbage collections that cut the load throughput by
+// 3-4x. A loaded block's data comes from zdata.LoadBlkShared: for a full
+// ZBlk0 block it is the storage's own read buffer (no copy), given back to
+// neo/go's pool at the end.
 //
 // Every holder owns one reference: take it with ref while the buffer is
 // known to be alive (another reference is held, e.g. the load table's under
 // bigFile.loadMu), release it with unref exactly once.
 type blockBuf struct {
-	data []byte
-	refs atomic.Int32
+	data   []byte        // the block; set before the load is published
+	shared zdata.BlkData // data's memory when it comes from zdata
+	own    *[]byte       // data's memory when it is ours (pooled)
+	refs   atomic.Int32
 }
 
-var blockPools sync.Map // blksize -> *sync.Pool of *blockBuf
-
-// newBlockBuf returns a buffer of size bytes with one reference. Its
-// content is unspecified.
-func newBlockBuf(size int64) *blockBuf {
-	p, _ := blockPools.Load(size)
-	if p == nil {
-		p, _ = blockPools.LoadOrStore(size, &sync.Pool{})
-	}
-	b, _ := p.(*sync.Pool).Get().(*blockBuf)
-	if b == nil {
-		b = &blockBuf{data: make([]byte, size)}
-	}
+// newBlockBuf returns a buffer without data yet, with one reference.
+func newBlockBuf() *blockBuf {
+	b := &blockBuf{}
 	b.refs.Store(1)
+	return b
+}
+
+// memPools: blksize -> *sync.Pool of *[]byte
+var memPools sync.Map
+
+// newMemBuf returns a buffer with size bytes of memory of ours (content
+// unspecified), with one reference.
+func newMemBuf(size int64) *blockBuf {
+	p, _ := memPools.Load(size)
+	if p == nil {
+		p, _ = memPools.LoadOrStore(size, &sync.Pool{})
+	}
+	mem, _ := p.(*sync.Pool).Get().(*[]byte)
+	if mem == nil {
+		m := make([]byte, size)
+		mem = &m
+	}
+	b := newBlockBuf()
+	b.own, b.data = mem, *mem
 	return b
 }
 
@@ -46,8 +63,13 @@ func (b *blockBuf) ref() { b.refs.Add(1) }
 func (b *blockBuf) unref() {
 	switch n := b.refs.Add(-1); {
 	case n == 0:
-		p, _ := blockPools.Load(int64(len(b.data)))
-		p.(*sync.Pool).Put(b)
+		b.data = nil
+		b.shared.Release()
+		if b.own != nil {
+			p, _ := memPools.Load(int64(len(*b.own)))
+			p.(*sync.Pool).Put(b.own)
+			b.own = nil
+		}
 	case n < 0:
 		panic("blockBuf: unref of a released buffer")
 	}

@@ -276,7 +276,7 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 			defer wg.Done()
 			buf := c.buf
 			if buf == nil {
-				buf = newBlockBuf(c.f.blksize)
+				buf = newMemBuf(c.f.blksize)
 				n, st := c.f.ReadCache(c.blk*c.f.blksize, buf.data)
 				if st != 0 && st != syscall.ENOENT {
 					log.Warningf("%s: blk %d: retrieve from page cache: %s (reading @%s/ will be slower)", c.f.path(), c.blk, st, rev)
