@@ -22,13 +22,16 @@
 // # Read path (bigfile.go)
 //
 // The kernel page cache is the only cache of file data. A FUSE read of a
-// bigfile loads the whole blocks it touches (several blocks in parallel),
-// straight into a fresh blksize buffer (zdata.LoadBlkInto), and returns a
-// slice of it (no copy for reads within one block). Concurrent reads of a
-// block share one load through the file's load table. After a load, the
-// parts of the block the read did not return are pushed into the page cache
-// by a goroutine (NOTIFY_STORE; never from the handler, whose pages the
-// kernel keeps locked), and the block leaves the load table once uploaded.
+// bigfile loads the whole blocks it touches, several blocks in parallel
+// (zdata.LoadBlkShared: a full ZBlk0 block stays in the storage's read
+// buffer, no copy), and replies with writev straight from the block buffer
+// (reads within one block). Block buffers are reference counted and
+// recycled (blockbuf.go). Concurrent reads of a block share one load
+// through the file's load table. After a load, the parts of the block the
+// read did not return are pushed into the page cache by a goroutine
+// (NOTIFY_STORE; never from the handler, whose pages the kernel keeps
+// locked), and the block leaves the load table once uploaded. A sequential
+// reader of big blocks gets the next blocks prefetched (readahead).
 // A load is not canceled by the interrupt of the read that started it
 // (others may wait for it); waiting readers can be interrupted. A storage
 // error fails that read only (EIO).
@@ -56,8 +59,10 @@
 //     kernel knows the inode); invalidate exactly the changed blocks of head
 //     files (NOTIFY_INVAL_INODE waits for the page locks of reads in flight,
 //     which is why it must not run with viewMu held: those reads need
-//     viewMu); invalidate attributes of resized files; advance head/at last;
-//     tell .wcfs/debug/zhead readers.
+//     viewMu), and the region past the old EOF of files that grew (a read
+//     past EOF leaves zero-filled pages there that no history knows);
+//     invalidate attributes of resized files; advance head/at last; tell
+//     .wcfs/debug/zhead readers.
 //
 // A read served during phase 2 returns new data, so it never leaves stale
 // data in the cache whether it lands before or after the invalidation.

@@ -154,8 +154,9 @@ type blockInval struct {
 //     reads in flight, which can now complete); store the old data into the
 //     @<rev>/ files; invalidate the changed blocks of head files
 //     (NOTIFY_INVAL_INODE waits for page locks of reads in flight, so it must
-//     not run with viewMu held); invalidate attributes of resized files;
-//     then advance head/at and tell .wcfs/debug/zhead readers.
+//     not run with viewMu held), and of files that grew the region past
+//     their old EOF (see grownRange); invalidate attributes of resized
+//     files; then advance head/at and tell .wcfs/debug/zhead readers.
 //
 // Data returned by reads during phase 2 is of the new revision, so whether
 // it lands in the page cache before or after the invalidation, the cache

@@ -72,6 +72,17 @@ func (rv *revViews) lookup(ctx context.Context, rev zodb.Tid) (*revView, error) 
 	return v, nil
 }
 
+// closeAll releases every view (the server stops).
+func (rv *revViews) closeAll() {
+	rv.mu.Lock()
+	views := rv.byAt
+	rv.byAt = make(map[zodb.Tid]*revView)
+	rv.mu.Unlock()
+	for _, v := range views {
+		v.release()
+	}
+}
+
 // forget removes v (its directory node was forgotten by the kernel).
 func (rv *revViews) forget(v *revView) {
 	rv.mu.Lock()

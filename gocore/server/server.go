@@ -257,6 +257,9 @@ func (s *Server) close() {
 	if s.head != nil {
 		s.head.zconn.Close()
 	}
+	if s.revs != nil {
+		s.revs.closeAll()
+	}
 	if s.db != nil {
 		s.db.Close()
 	}
