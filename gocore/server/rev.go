@@ -66,6 +66,12 @@ func (rv *revViews) lookup(ctx context.Context, rev zodb.Tid) (*revView, error) 
 	// open the connection now: a lookup of a future @rev waits here
 	_, _, leave, err := v.use(ctx)
 	if err != nil {
+		// forget a view the kernel never got (e.g. an interrupted wait)
+		rv.mu.Lock()
+		if rv.byAt[rev] == v && v.dir.StableAttr().Ino == 0 {
+			delete(rv.byAt, rev)
+		}
+		rv.mu.Unlock()
 		return nil, err
 	}
 	leave()

@@ -6,6 +6,7 @@ package server_test
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"syscall"
@@ -156,6 +157,25 @@ func TestTree(t *testing.T) {
 	if !strings.HasPrefix(stats, "BigFile\t: 1\nRevHead\t: 2\n") { // @head and @at1
 		t.Errorf(".wcfs/stats after lookups:\n%s", stats)
 	}
+	// a revision before the database existed is a view (of nothing)
+	st = checkMode(t, srv.Path("@0000000000000001"), syscall.S_IFDIR|0555)
+	_, err = os.Stat(srv.Path("@0000000000000001", "bigfile", f0))
+	wantErrno(t, "stat @0000000000000001/bigfile/zf0", err, syscall.EINVAL)
+
+	// a revision in the future: the lookup waits for the database to reach
+	// it; an interrupted wait (the process gets a signal) leaves nothing
+	future := srv.Path("@" + (head + 1000).String())
+	waiter := exec.Command("stat", future)
+	if err := waiter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	waiter.Process.Signal(syscall.SIGINT)
+	if err := waiter.Wait(); err == nil {
+		t.Errorf("stat of a future @rev succeeded")
+	}
+	waitStat(t, srv, "RevHead\t: 3\n") // @head, @at1, @0..01: not the future one
+
 	// a file that did not exist yet at rev
 	zf4k := m.Files["zf4k"].Oid.String()
 	_, err = os.Stat(srv.Path("@"+at1.String(), "bigfile", zf4k))
