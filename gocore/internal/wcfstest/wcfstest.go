@@ -67,7 +67,8 @@ func Binary(t testing.TB) string {
 			build.err = err
 			return
 		}
-		build.dir, build.err = os.MkdirTemp("", "wcfstest-bin-")
+		sweepStale()
+		build.dir, build.err = os.MkdirTemp("", fmt.Sprintf("wcfstest-bin-%d-", os.Getpid()))
 		if build.err != nil {
 			return
 		}
@@ -101,6 +102,28 @@ func Run(m *testing.M) int {
 		os.RemoveAll(build.dir)
 	}
 	return code
+}
+
+// sweepStale removes what test processes that died without cleaning up
+// (killed, test timeout) left in the temporary directory: their builds, and
+// their mountpoints that are no longer mounted (never a mounted one).
+func sweepStale() {
+	for _, kind := range []string{"bin", "mnt"} {
+		paths, _ := filepath.Glob(filepath.Join(os.TempDir(), "wcfstest-"+kind+"-*-*"))
+		for _, path := range paths {
+			pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(path), "wcfstest-"+kind+"-"), "-")
+			pid, err := strconv.Atoi(pidStr)
+			if err != nil || pid == os.Getpid() || ProcessAlive(pid) {
+				continue
+			}
+			switch {
+			case kind == "bin":
+				os.RemoveAll(path)
+			case !IsMounted(path):
+				os.Remove(path) // an empty directory only
+			}
+		}
+	}
 }
 
 func repoRoot() (string, error) {
@@ -167,7 +190,7 @@ func Start(t testing.TB, zurl string, args ...string) *Server {
 func StartErr(t testing.TB, zurl string, args ...string) (*Server, error) {
 	t.Helper()
 	bin := Binary(t)
-	mnt, err := os.MkdirTemp("", "wcfstest-mnt-")
+	mnt, err := os.MkdirTemp("", fmt.Sprintf("wcfstest-mnt-%d-", os.Getpid()))
 	if err != nil {
 		t.Fatal(err)
 	}
