@@ -30,10 +30,62 @@
 // exactly 16 characters (upper case is accepted, as the reference's Go side
 // does). Block numbers are signed decimal.
 //
-// This package only frames, parses and formats; the link machinery (streams
-// in flight, timeouts, kills) lives with the server and the client. Parsers
-// never panic and bound what they accept: a line is at most MaxLine bytes
-// including its '\n' (the reference server has no limit, a DoS).
+// Parsers never panic and bound what they accept: a line is at most MaxLine
+// bytes including its '\n' (the reference server has no limit, a DoS).
+//
+// # Links
+//
+// Link is the machinery of one link, for both roles (RoleServer in the
+// filesystem, RoleClient in clients), over a Transport:
+//
+//	l := wproto.NewLink(wproto.RoleClient, wproto.NewFDTransport(fd))
+//	reply, err := l.SendReq(ctx, wproto.Watch{Foid: foid, At: at}.String())
+//	req, err := l.RecvReq(ctx)          // a pin
+//	err = l.Reply(ctx, req, wproto.ReplyAck)
+//	err = l.CloseWrite(ctx)              // "<k> bye"
+//	<-l.Down() (bounded by a timeout)    // the server closes: EOF
+//	l.Close()
+//
+// A receiver goroutine reads lines (at most MaxLine bytes), matches replies
+// to the requests in flight (the pending table) and queues the peer's
+// requests for RecvReq. Its own requests get fresh streams: odd from 1 for a
+// client, even from 2 for the server, 0 skipped on wrap, streams still
+// pending skipped. It validates what the peer sends; any violation takes the
+// link down with a *ProtocolError:
+//
+//   - a line that is not "<stream> <payload>\n" (FrameError, the reference's
+//     text), longer than MaxLine, or cut by EOF;
+//   - a reply on a stream with no request of ours pending: "<N>: reply on
+//     unexpected stream" (a reply to a request whose context ended is
+//     dropped silently instead);
+//   - a request on a stream whose previous request is not answered yet:
+//     "<N>: request on a stream already in flight" (the reference server
+//     does not check this).
+//
+// Server role: "<k> bye" from the client takes the link down with ErrBye
+// (graceful: the server cancels its pins and kills nobody); EOF without bye
+// is ErrPeerClosed (the client closed head/watch or exited: a pin then
+// outstanding is mishandled). A protocol error is told to the client as
+// "0 error: <text>" (sent within NoticeTimeout, 1 s), then the sending side
+// closes. Shutdown(notice) takes the link down from this side with an
+// optional notice ("fatal: pin #<blk> @<rev>: <cause>") and tells whether
+// the link was still up. Client role: stream-0 notices are kept (Notices,
+// the reference's fatalv) and the link stays up; EOF is ErrPeerClosed, the
+// normal end after bye.
+//
+// Once the link is down every call fails with a *DownError ("link is down",
+// matching ErrLinkDown and the cause: errors.Is(err, ErrBye), ...), nothing
+// more is sent (not even replies), and Err tells why. Every call that can
+// wait takes a context; the sends of a request or reply also end when the
+// link goes down.
+//
+// Transports: Pipe is the server side of head/watch, an unbuffered duplex
+// pipe whose other end is driven by the FUSE handlers (PeerWrite on WRITE,
+// PeerRead on READ, both interruptible, PeerClose on RELEASE); a send
+// returns when the client has read the whole frame, so a client that does
+// not read makes the server's sends time out. FDTransport is the client
+// side over a descriptor of head/watch. Pipe.PeerTransport connects a
+// client Link to a server Link in one process (tests).
 package wproto
 
 import (
