@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"wendelin.dev/wcfs/gocore/internal/startlock"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
 
@@ -128,7 +129,7 @@ func (g *Gateway) Mountpoint(zurlStr string) (string, error) {
 
 // lockPath is the start lock of a mountpoint.
 func lockPath(mntpt string) string {
-	return mntpt + ".lock"
+	return startlock.Path(mntpt)
 }
 
 // env is the caller's environment (Python passes os.environ, which the Go
