@@ -27,6 +27,8 @@ type activity struct {
 	pid     uint32
 	last    atomic.Int64 // unix ns
 	handles atomic.Int64
+
+	autoExited atomic.Bool // -autoexit unmounted the filesystem
 }
 
 func newActivity(fs fuse.RawFileSystem) *activity {
@@ -132,6 +134,7 @@ func (s *Server) autoExitLoop(ctx context.Context) {
 		log.Infof("autoexit: no client activity for %s: unmounting %s", grace, s.opt.Mountpoint)
 		err := s.Unmount()
 		if err == nil {
+			s.act.autoExited.Store(true)
 			return false // serving ends: the server exits
 		}
 		log.Infof("autoexit: %s; staying up%s", err, s.busyReport())

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/moby/sys/mountinfo"
+
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
 
@@ -112,6 +114,55 @@ func TestStartupFailures(t *testing.T) {
 				t.Errorf("%s mounted after a failed start", tc.mnt)
 			}
 		})
+	}
+}
+
+// Logs go to stderr by default, never into files in $TMPDIR; -log_dir
+// without -logtostderr writes glog's files there.
+func TestLogDefault(t *testing.T) {
+	t.Parallel()
+	tmp, logDir := t.TempDir(), t.TempDir()
+	for _, tc := range []struct {
+		args     []string
+		files    bool // glog files in logDir
+		inStderr bool // the log in stderr
+	}{
+		{nil, false, true},
+		{[]string{"-log_dir=" + logDir}, true, false},
+	} {
+		args := append(tc.args, "file://"+tmp+"/nosuch.fs", tmp)
+		cmd := exec.Command(wcfstest.Binary(t), args...)
+		cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+		out, _ := cmd.CombinedOutput()
+		// glog's line of the startup failure: "W1125 01:02:03.456789 pid main.go:NN] wcfs: ..."
+		if got := strings.Contains(string(out), "main.go:"); got != tc.inStderr {
+			t.Errorf("wcfs %q: log in stderr: %v, want %v\n%s", tc.args, got, tc.inStderr, out)
+		}
+		if names, _ := filepath.Glob(filepath.Join(tmp, "*")); len(names) != 0 {
+			t.Errorf("wcfs %q: files in $TMPDIR: %q", tc.args, names)
+		}
+		if names, _ := filepath.Glob(filepath.Join(logDir, "wcfs*")); (len(names) > 0) != tc.files {
+			t.Errorf("wcfs %q: log files in -log_dir: %q", tc.args, names)
+		}
+	}
+}
+
+// A server refuses to mount where the mount table shows a mount already
+// (servers never stack), before mounting, and the mount there is untouched.
+func TestMountpointAlreadyMounted(t *testing.T) {
+	t.Parallel()
+	zurl, _ := smallFS(t)
+	srv := wcfstest.Start(t, zurl)
+	code, out := run(t, "-logtostderr", zurl, srv.Mnt)
+	if code != 1 || !strings.Contains(out, "already mounted") || !strings.Contains(out, srv.Mnt) {
+		t.Errorf("wcfs on a mounted mountpoint: exit %d, output %q; want exit 1, \"already mounted\" and the path", code, out)
+	}
+	infos, err := mountinfo.GetMounts(mountinfo.SingleEntryFilter(srv.Mnt))
+	if err != nil || len(infos) != 1 {
+		t.Errorf("mounts at %s: %d (%v), want 1", srv.Mnt, len(infos), err)
+	}
+	if got := string(readFile(t, srv.Path(".wcfs", "zurl"))); got != zurl {
+		t.Errorf("first server after the refused start: .wcfs/zurl = %q", got)
 	}
 }
 

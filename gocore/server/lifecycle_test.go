@@ -4,6 +4,8 @@
 package server_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"wendelin.dev/wcfs/gocore/internal/startlock"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
 
@@ -98,6 +101,32 @@ func TestAutoExit(t *testing.T) {
 		}
 		if wcfstest.IsMounted(srv.Mnt) {
 			t.Errorf("still mounted after autoexit")
+		}
+		if _, err := os.Lstat(srv.Mnt); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("mountpoint directory after autoexit: %v; want it removed", err)
+		}
+		if _, err := os.Lstat(startlock.Path(srv.Mnt)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("start lock after autoexit: %v; want no file", err)
+		}
+	})
+
+	// a starter holding the start lock is about to reuse the directory
+	t.Run("starter holds the lock", func(t *testing.T) {
+		t.Parallel()
+		srv := wcfstest.Start(t, zurl, "-autoexit", grace)
+		lk, err := startlock.Acquire(context.Background(), startlock.Path(srv.Mnt), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lk.Unlock()
+		if code, err := srv.WaitExit(30 * time.Second); err != nil || code != 0 {
+			t.Fatalf("exit code %d, %v; want exit 0", code, err)
+		}
+		if st, err := os.Lstat(srv.Mnt); err != nil || !st.IsDir() {
+			t.Errorf("mountpoint directory removed while a starter held the lock (%v)", err)
+		}
+		if !strings.Contains(srv.Log(), "left in place") {
+			t.Errorf("log does not say why the directory stays:\n%s", srv.Log())
 		}
 	})
 

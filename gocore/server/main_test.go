@@ -5,6 +5,7 @@ package server_test
 
 import (
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -16,6 +17,8 @@ import (
 
 // Tests run real servers (bin built once per test binary) on real mounts.
 func TestMain(m *testing.M) {
+	// in-process tests log through glog, which otherwise writes files into $TMPDIR
+	flag.Set("logtostderr", "true")
 	code := wcfstest.Run(m)
 	if benchData.dir != "" {
 		os.RemoveAll(benchData.dir)

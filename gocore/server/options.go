@@ -72,6 +72,10 @@ func (opt *Options) normalize() error {
 	if err != nil {
 		return fmt.Errorf("mountpoint %q: %w", opt.Mountpoint, err)
 	}
+	// the mount table first: a stat of a (hung) mount there could hang
+	if err := checkNotMounted(mnt); err != nil {
+		return err
+	}
 	st, err := os.Stat(mnt)
 	if err != nil {
 		return fmt.Errorf("mountpoint: %w", err)

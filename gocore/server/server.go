@@ -142,6 +142,9 @@ func (s *Server) Mount() (err error) {
 		Logger:       logger,
 	}
 	s.act = newActivity(fs.NewNodeFS(s.root, opts))
+	if err := checkNotMounted(s.opt.Mountpoint); err != nil {
+		return err // mounted meanwhile (Open checked it already)
+	}
 	srv, err := fuse.NewServer(s.act, s.opt.Mountpoint, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount %s: %w", s.opt.Mountpoint, err)
@@ -221,6 +224,9 @@ func (s *Server) Wait() error {
 		<-s.served
 	}
 	s.close()
+	if s.opt.AutoExit && (err != nil || s.act.autoExited.Load()) {
+		s.cleanupSelfUnmounted(err == nil)
+	}
 	return err
 }
 

@@ -9,8 +9,11 @@
 //	wcfs [options] ZURL MOUNTPOINT
 //
 // Logging uses glog: its flags (-logtostderr, -alsologtostderr, -v,
-// -vmodule, -log_dir, -stderrthreshold, -log_backtrace_at) are accepted;
-// without -logtostderr logs go to files in the temporary directory.
+// -vmodule, -log_dir, -stderrthreshold, -log_backtrace_at) are accepted.
+// Logs go to stderr by default (-logtostderr is on): a server never litters
+// the temporary directory with log files. -log_dir=DIR (without
+// -logtostderr) writes glog's files into DIR instead, and -logtostderr=false
+// into the temporary directory, as glog does.
 //
 // Readiness: when $NOTIFY_SOCKET is set, the server speaks the sd_notify
 // protocol on it: READY=1 (with STATUS= and MAINPID=) once the mount serves,
@@ -59,7 +62,9 @@ func main() {
 	flag.DurationVar(&opt.RevIdle, "revgc.idle", server.DefaultRevIdle, "release @<rev>/ views nobody used for this long")
 	flag.DurationVar(&opt.OpenTimeout, "open.timeout", server.DefaultOpenTimeout, "give up opening the storage at startup after this long")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
+	logToStderrByDefault()
 	flag.Parse()
+	logDirMeansFiles()
 	if flag.NArg() != 2 {
 		fmt.Fprintf(os.Stderr, "Usage: %s [OPTIONS] zurl mntpt\n", os.Args[0])
 		os.Exit(2)
@@ -167,4 +172,23 @@ func notify(state string) {
 // oneLine makes s fit in one sd_notify assignment.
 func oneLine(s string) string {
 	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
+}
+
+// logToStderrByDefault makes -logtostderr default to true (glog's default is
+// files in the temporary directory).
+func logToStderrByDefault() {
+	if f := flag.Lookup("logtostderr"); f != nil {
+		f.Value.Set("true")
+		f.DefValue = "true"
+	}
+}
+
+// logDirMeansFiles turns -logtostderr off when -log_dir is given without
+// -logtostderr: whoever names a log directory wants the files there.
+func logDirMeansFiles() {
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if set["log_dir"] && !set["logtostderr"] {
+		flag.Set("logtostderr", "false")
+	}
 }
