@@ -1,0 +1,185 @@
+// Copyright (C) 2026  WCFS authors.
+// This program is free software: you can redistribute it and/or modify it
+// under the terms of the GNU General Public License version 3, or (at your
+// option) any later version, as published by the Free Software Foundation.
+
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/wcfstest"
+)
+
+// Tests run real servers (bin built once per test binary) on real mounts,
+// over databases written by genuine ZODB.
+func TestMain(m *testing.M) { wcfstest.Main(m) }
+
+// env is a database with one ZBigFile "zf" and a server for it.
+type env struct {
+	t       *testing.T
+	db      *testdb.DB
+	srv     *wcfstest.Server
+	wc      *WCFS
+	foid    zodb.Oid
+	blksize int64
+}
+
+// newEnv creates a database whose file zf (blksize bytes per block) has
+// nblk blocks of blkData("v0", blk), starts a server on it and returns
+// the env and the revision of that commit.
+func newEnv(t *testing.T, blksize int64, nblk int64, args ...string) (*env, zodb.Tid) {
+	t.Helper()
+	db := testdb.Create(t, filepath.Join(t.TempDir(), "1.fs"))
+	foid := db.CreateFile("zf", blksize, testdb.ZBlk0)
+	for blk := int64(0); blk < nblk; blk++ {
+		db.WriteBlock("zf", blk, blkData(blksize, "v0", blk))
+	}
+	at := db.Commit("v0")
+	srv := wcfstest.Start(t, db.ZURL(), args...)
+	e := &env{t: t, db: db, srv: srv, wc: New(srv.Mnt), foid: foid, blksize: blksize}
+	return e, at
+}
+
+// commit writes blkData(tag, blk) into blocks blkv, commits, waits for the
+// server to show the commit, and returns its revision.
+func (e *env) commit(tag string, blkv ...int64) zodb.Tid {
+	e.t.Helper()
+	for _, blk := range blkv {
+		e.db.WriteBlock("zf", blk, blkData(e.blksize, tag, blk))
+	}
+	at := e.db.Commit(tag)
+	e.waitHead(at)
+	return at
+}
+
+// waitHead waits until head/at >= at.
+func (e *env) waitHead(at zodb.Tid) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.wc.waitHead(ctx, at); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// blkData returns the content of a block written with tag: a repeated
+// pattern naming tag and blk (every page differs from other blocks' and
+// other tags').
+func blkData(blksize int64, tag string, blk int64) []byte {
+	pat := []byte(fmt.Sprintf("%s:#%d;", tag, blk))
+	return bytes.Repeat(pat, int(blksize)/len(pat)+1)[:blksize]
+}
+
+// sink keeps reads from being optimized away.
+var sink atomic.Uint32
+
+// faults reports whether reading every page of b faults.
+func faults(b []byte) (all bool, any bool) {
+	all = true
+	for off := 0; off < len(b); off += pageSize {
+		if readFaults(b[off:]) {
+			any = true
+		} else {
+			all = false
+		}
+	}
+	return all, any
+}
+
+// readFaults reports whether reading b[0] faults.
+func readFaults(b []byte) (faulted bool) {
+	old := debug.SetPanicOnFault(true)
+	defer debug.SetPanicOnFault(old)
+	defer func() {
+		if r := recover(); r != nil {
+			faulted = true
+		}
+	}()
+	sink.Add(uint32(*(*byte)(unsafe.Pointer(unsafe.SliceData(b)))))
+	return false
+}
+
+// blk returns block blk of m's memory.
+func blkMem(m *Mapping, blk int64) []byte {
+	bs := m.f.blksize
+	off := (blk - m.blkStart) * bs
+	return m.Mem()[off : off+bs]
+}
+
+// checkBlk checks that block blk of m holds want.
+func checkBlk(t *testing.T, m *Mapping, blk int64, want []byte) {
+	t.Helper()
+	got := blkMem(m, blk)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: block #%d: got %q..., want %q...", m, blk, trunc(got), trunc(want))
+	}
+}
+
+func trunc(b []byte) []byte {
+	if len(b) > 24 {
+		return b[:24]
+	}
+	return b
+}
+
+// zeros returns n zero bytes.
+func zeros(n int64) []byte { return make([]byte, n) }
+
+// vma is one line of /proc/self/smaps with its fields.
+type vma struct {
+	lo, hi uintptr
+	path   string
+	fields map[string]string
+}
+
+// smaps returns the VMAs of this process overlapping [addr, addr+n).
+func smaps(t *testing.T, addr uintptr, n int) []vma {
+	t.Helper()
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []vma
+	var cur *vma
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := sc.Text()
+		fields := strings.Fields(line)
+		if len(fields) > 0 && strings.Contains(fields[0], "-") && !strings.HasSuffix(fields[0], ":") {
+			lohi := strings.SplitN(fields[0], "-", 2)
+			lo, _ := strconv.ParseUint(lohi[0], 16, 64)
+			hi, _ := strconv.ParseUint(lohi[1], 16, 64)
+			cur = nil
+			if uintptr(lo) < addr+uintptr(n) && uintptr(hi) > addr {
+				v := vma{lo: uintptr(lo), hi: uintptr(hi), fields: map[string]string{}}
+				if len(fields) >= 6 {
+					v.path = fields[5]
+				}
+				out = append(out, v)
+				cur = &out[len(out)-1]
+			}
+			continue
+		}
+		if cur != nil && len(fields) >= 2 {
+			cur.fields[strings.TrimSuffix(fields[0], ":")] = strings.Join(fields[1:], " ")
+		}
+	}
+	return out
+}
