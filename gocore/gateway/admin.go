@@ -157,9 +157,14 @@ func (g *Gateway) Stop(ctx context.Context, zurlStr string) error {
 		if err := removeMountpoint(mntpt); err != nil {
 			return opError("stop", zurlStr, err)
 		}
+		g.removeLogAfterStop(mntpt)
 		return nil
 	}
-	return srv.stopLocked(ctx)
+	if err := srv.stopLocked(ctx); err != nil {
+		return err
+	}
+	g.removeLogAfterStop(mntpt)
+	return nil
 }
 
 // lookupServer returns the server mounted at mntpt for zurl (its process
@@ -234,6 +239,11 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 	}
 	proc.release()
 	ok("server process: %s", describePid(proc.pid))
+	if st, err := os.Lstat(logPath(mntpt)); err == nil {
+		ok("server log: %s (%d bytes)", logPath(mntpt), st.Size())
+	} else {
+		ok("server log: none at %s (not started by join/start: its stderr, e.g. the journal)", logPath(mntpt))
+	}
 
 	hung := func(what string, err error) ([]Check, error) {
 		var nr *NotRespondingError

@@ -99,6 +99,10 @@ func (tg *tgw) cleanup() {
 	entries, _ := os.ReadDir(tg.Root)
 	for _, e := range entries {
 		t.Errorf("leftover %s/%s", tg.Root, e.Name())
+		if strings.HasSuffix(e.Name(), ".log") {
+			data, _ := os.ReadFile(filepath.Join(tg.Root, e.Name()))
+			t.Logf("%s:\n%s", e.Name(), data)
+		}
 	}
 	os.RemoveAll(tg.Root)
 }
@@ -143,6 +147,9 @@ func (tg *tgw) stopped(zurlStr string, srv *Server) {
 	}
 	if _, err := os.Lstat(lockPath(mntpt)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("lock file %s still exists (%v)", lockPath(mntpt), err)
+	}
+	if _, err := os.Lstat(logPath(mntpt)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("server log %s still exists (%v)", logPath(mntpt), err)
 	}
 	// a stop that watched the process through a pidfd may return before the
 	// reaper of its parent (here) collected it

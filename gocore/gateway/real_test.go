@@ -32,6 +32,7 @@ func realTGW(t *testing.T) (tg *tgw, zurlStr string, path string, data []byte) {
 	tg.Exe = wcfstest.Binary(t)
 	tg.StartTimeout = 2 * time.Minute // -race builds start slowly on 2 cores
 	tg.env = os.Environ()
+	tg.ServerOutput = nil // servers log to <root>/<id>.log
 	db := testdb.Create(t, filepath.Join(t.TempDir(), "1.fs"))
 	oid := db.CreateFile("zf", 64<<10, testdb.ZBlk1)
 	data = bytes.Repeat([]byte("wcfs"), 3*(64<<10)/4)
@@ -50,8 +51,16 @@ func TestRealServer(t *testing.T) {
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("read through the mount: %d bytes, %v", len(got), err)
 	}
-	if checks, err := tg.Status(context.Background(), z); err != nil {
+	checks, err := tg.Status(context.Background(), z)
+	if err != nil {
 		t.Fatalf("status: %v\n%v", err, checks)
+	}
+	logp := logPath(w.Mountpoint())
+	if w.Server().LogPath() != logp || !strings.Contains(fmt.Sprint(checks), "server log: "+logp) {
+		t.Errorf("server log %q, status %v; want %s in both", w.Server().LogPath(), checks, logp)
+	}
+	if log, _ := os.ReadFile(logp); !strings.Contains(string(log), "serving "+z) {
+		t.Errorf("server log %s: %q; want the server's log lines", logp, log)
 	}
 
 	// another process's registry attaches to the same server
@@ -90,12 +99,25 @@ func TestRealMissingDatabase(t *testing.T) {
 	tg.Exe = wcfstest.Binary(t)
 	tg.StartTimeout = 2 * time.Minute
 	tg.env = os.Environ()
+	tg.ServerOutput = nil
 	z := "file://" + filepath.Join(t.TempDir(), "nonexistent.fs")
 	_, err := tg.start(z)
 	var errno syscall.Errno
 	if err == nil || !strings.Contains(err.Error(), "exited with status 1 before it was ready: wcfs: ") ||
 		!strings.Contains(err.Error(), "nonexistent.fs") || !errors.As(err, &errno) {
 		t.Fatalf("start on a missing database: %v", err)
+	}
+	// the error names the server's log, which stays to explain it
+	mntpt, _ := tg.Mountpoint(z)
+	if !strings.Contains(err.Error(), "(server log: "+logPath(mntpt)+")") {
+		t.Errorf("start error does not name the server log %s: %v", logPath(mntpt), err)
+	}
+	if log, _ := os.ReadFile(logPath(mntpt)); !strings.Contains(string(log), "nonexistent.fs") {
+		t.Errorf("server log: %q; want the server's error", log)
+	}
+	// the next start replaces it, a successful stop removes it
+	if err := tg.Stop(context.Background(), z); err != nil {
+		t.Fatal(err)
 	}
 	tg.stopped(z, nil)
 }
@@ -119,9 +141,6 @@ func TestRealAutoexit(t *testing.T) {
 	if ok, _ := IsMounted(w.Mountpoint()); ok {
 		t.Fatal("still mounted after autoexit")
 	}
-	// the mountpoint directory is ours to remove
-	if err := srv.Stop(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	// the server removed its mountpoint directory and its log
 	tg.stopped(z, srv)
 }

@@ -29,6 +29,7 @@ type Server struct {
 	mntpt string
 	proc  *process // nil if no server process was found (it died)
 	mount *Mount   // its mount, once known
+	log   string   // its log file ("" if its output goes elsewhere)
 
 	mu    sync.Mutex // protects abort
 	abort *os.File   // the FUSE connection's abort file, opened at start
@@ -50,6 +51,10 @@ func (s *Server) Pid() int {
 	}
 	return s.proc.pid
 }
+
+// LogPath returns the file the server's stdout and stderr go to, "" when
+// they go elsewhere (Serve, Gateway.ServerOutput).
+func (s *Server) LogPath() string { return s.log }
 
 // Exited reports whether the server process exited.
 func (s *Server) Exited() bool {
@@ -93,12 +98,19 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 	exe := g.exe()
 	cmd := exec.Command(exe, append(o.env.serverOptions(o.optv), zurlStr, mntpt)...)
 	cmd.Env = childEnv(o.env.list(), nl.Addr)
+	logp := ""
 	if o.foreground {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	} else {
 		out := g.ServerOutput
 		if out == nil {
-			out = os.Stderr
+			lf, err := g.createServerLog(mntpt)
+			if err != nil {
+				removeMountpoint(mntpt)
+				return nil, nil, err
+			}
+			defer lf.Close() // the child has its own descriptor
+			out, logp = lf, lf.Name()
 		}
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.Dir = "/" // do not pin the caller's cwd
@@ -111,7 +123,7 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 		return nil, nil, fmt.Errorf("spawn server: %w", err)
 	}
 	nl.Start(proc.pid)
-	srv := &Server{g: g, zurl: zurlStr, mntpt: mntpt, proc: proc}
+	srv := &Server{g: g, zurl: zurlStr, mntpt: mntpt, proc: proc, log: logp}
 
 	f, err := func() (*os.File, error) {
 		if err := g.waitReady(ctx, srv, nl, o.timeout); err != nil {
@@ -125,6 +137,9 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 		defer cancel()
 		if serr := srv.stopLocked(sctx); serr != nil {
 			err = fmt.Errorf("%w; stopping it: %w", err, serr)
+		}
+		if logp != "" {
+			err = fmt.Errorf("%w (server log: %s)", err, logp)
 		}
 		return nil, nil, err
 	}
@@ -224,6 +239,9 @@ func (s *Server) Stop(ctx context.Context) error {
 			s.g.warnf("wcfs: stop %s: %s; stopping without it", s.zurl, err)
 		}
 		s.stopErr = s.stopLocked(ctx)
+		if s.stopErr == nil {
+			s.g.removeLogAfterStop(s.mntpt)
+		}
 		if lk != nil {
 			lk.Unlock()
 		}
@@ -340,6 +358,9 @@ func (s *Server) stopLocked(ctx context.Context) error {
 	}
 
 	if err := errors.Join(errv...); err != nil {
+		if _, e := os.Lstat(logPath(s.mntpt)); e == nil {
+			err = fmt.Errorf("%w (server log: %s)", err, logPath(s.mntpt))
+		}
 		return opError("stop", s.zurl, err)
 	}
 	return nil
