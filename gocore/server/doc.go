@@ -10,7 +10,7 @@
 // # Tree
 //
 //	head/at                 revision of head/ (16 hex digits, direct I/O)
-//	head/watch              isolation protocol (placeholder: open fails EOPNOTSUPP)
+//	head/watch              isolation protocol: every open is a watch link
 //	head/bigfile/<oid>      ZBigFile data at head/at
 //	@<rev>/bigfile/<oid>    ZBigFile data as of rev
 //	.wcfs/zurl, pintimeout, stats, debug/zhead (with -debug)
@@ -106,18 +106,21 @@
 // requests (the server's own requests excluded) in a wrapper of the raw
 // filesystem, and unmounts after the grace period without either.
 //
-// # Isolation protocol seams
+// # Isolation protocol (watch.go, pin.go, kill.go)
 //
-// The isolation protocol (spec section 2) is added in this package later:
-//
-//   - headView.watch is the head/watch node (placeholder watchFile);
-//   - headView.OnBlockLoad runs after a head block is loaded and before its
-//     data reaches the kernel, with viewMu read-held: pins on access;
-//   - headView.commitMu, read-held, excludes commit processing entirely:
-//     watch setup (head/at, the head connection and the page cache agree);
-//     headView.WaitAt waits for head/at >= at;
-//   - headView.MinWatchAt bounds what the history may forget;
-//   - Stats has the protocol's counters (WatchLink, Watch, PinnedBlk, Pin,
-//     PinKill); Options.PinTimeout is the pin timeout;
-//   - blockHistory.BlkRevAt gives pin revisions.
+// Every open of head/watch is a watch link (spec section 2): a
+// wproto.Link in the server role over a wproto.Pipe that the FUSE handlers
+// of the open file feed (WRITE → the link's receiver, the link's sends →
+// READ, RELEASE → EOF); the opener's process is held by a pidfd. Each watch
+// request runs in its own goroutine; a setup holds headView.commitMu (read)
+// from the check of at to the last acknowledged pin, so that head/at, the
+// history and the page cache stay put, and pins the blocks the history
+// reports changed in (at, head] (history.ChangedBlocks) plus @head unpins.
+// Reads pin on access through headView.OnBlockLoad: the cheap RevMax bound
+// first, history.BlkRevAt only for watches it does not settle, watches in
+// parallel, the data returned after the acknowledgements. A client that
+// mishandles a pin is killed (SIGBUS, SIGKILL through the pidfd); see
+// watch.go for the locks and the decisions where the reference is silent.
+// headView.MinWatchAt keeps the history back to the oldest watch; Stats has
+// the protocol's counters; Options.PinTimeout is the pin timeout.
 package server

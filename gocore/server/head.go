@@ -24,6 +24,7 @@ type headView struct {
 	dir   *headDir
 	bfdir *bigfileDir
 	watch fs.InodeEmbedder // head/watch node
+	iso   *isolation       // the isolation protocol (watch.go)
 
 	// commitMu is write-held by the commit follower for the whole
 	// processing of one commit: switch of the view, page cache work,
@@ -89,7 +90,7 @@ func newHeadView(srv *Server, zconn *zdata.ZConn, hist *history.History) *headVi
 	h.at.Store(uint64(zconn.At()))
 	h.dir = &headDir{h: h}
 	h.bfdir = &bigfileDir{head: h}
-	h.watch = &watchFile{}
+	h.initIsolation() // head/watch and the hooks below (watch.go)
 	return h
 }
 

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	log "github.com/golang/glog"
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"lab.nexedi.com/kirr/neo/go/zodb"
@@ -205,26 +204,4 @@ func sliceAt(data []byte, off int64, n int) []byte {
 		data = data[:n]
 	}
 	return data
-}
-
-// ---- head/watch ----
-
-// watchFile is head/watch. The isolation protocol (spec section 2) is not
-// served yet: the file exists with the reference attributes (0644, size 0)
-// and opening it fails with EOPNOTSUPP. The isolation protocol replaces
-// headView.watch with a node that implements it (see the package doc).
-type watchFile struct {
-	node
-}
-
-var _ fs.NodeOpener = (*watchFile)(nil)
-
-func (w *watchFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	out.Mode = syscall.S_IFREG | 0644
-	return 0
-}
-
-func (w *watchFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	log.Warning("head/watch: open: the isolation protocol is not served by this server yet")
-	return nil, 0, syscall.EOPNOTSUPP
 }

@@ -258,6 +258,9 @@ func (s *Server) Unmount() error {
 // close stops background work and releases the storage.
 func (s *Server) close() {
 	s.cancel()
+	if s.head != nil {
+		s.head.iso.stop() // watch links
+	}
 	s.workers.Wait()
 	s.uploads.Wait()
 	if s.head != nil {
