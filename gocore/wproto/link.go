@@ -124,6 +124,7 @@ type Link struct {
 	downCtx  context.Context
 	downStop context.CancelFunc
 	rxDone   chan struct{}
+	noticing sync.WaitGroup // the notice sent when going down
 
 	// OnNotice, if set before traffic, is called by the receiver for
 	// every stream-0 notice (client role), e.g. to log it.
@@ -181,7 +182,8 @@ func (l *Link) Notices() []string {
 }
 
 // goDown marks the link down with cause; it reports whether this call did.
-func (l *Link) goDown(cause error) bool {
+// If notice, the caller then sends a notice, which Close waits for.
+func (l *Link) goDown(cause error, notice bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.downErr != nil {
@@ -190,6 +192,9 @@ func (l *Link) goDown(cause error) bool {
 	l.downErr = cause
 	close(l.down)
 	l.downStop()
+	if notice {
+		l.noticing.Add(1)
+	}
 	return true
 }
 
@@ -386,9 +391,10 @@ func (l *Link) CloseWrite(ctx context.Context) error {
 // reports whether this call took the link down (false: it was already down
 // for another reason, nothing is sent).
 func (l *Link) Shutdown(notice string) bool {
-	if !l.goDown(&ShutdownError{Notice: notice}) {
+	if !l.goDown(&ShutdownError{Notice: notice}, true) {
 		return false
 	}
+	defer l.noticing.Done()
 	l.notify(notice)
 	l.t.CloseWrite()
 	return true
@@ -404,13 +410,15 @@ func (l *Link) notify(notice string) {
 	l.send(ctx, Frame{0, notice})
 }
 
-// Close takes the link down (if it is not yet) and closes the transport. It
-// does not wait for the receiver (see RxDone). A client should call
+// Close takes the link down (if it is not yet) and closes the transport,
+// after the notice of a shutdown or protocol error (at most NoticeTimeout).
+// It does not wait for the receiver (see RxDone). A client should call
 // CloseWrite first (and wait for Down with a timeout) to tell the server
 // "bye": a server kills a client that closes its link without "bye" while a
 // pin is outstanding.
 func (l *Link) Close() error {
-	l.goDown(ErrClosed)
+	l.goDown(ErrClosed, false)
+	l.noticing.Wait() // a notice being sent goes first
 	return l.t.Close()
 }
 
@@ -445,12 +453,12 @@ func (l *Link) serveRX() {
 		case errors.Is(err, ErrLineTooLong):
 			err = &ProtocolError{Msg: err.Error(), Err: err}
 		}
-		if l.goDown(err) {
-			var pe *ProtocolError
-			if errors.As(err, &pe) {
-				l.notify("error: " + pe.Msg)
-				l.t.CloseWrite()
-			}
+		var pe *ProtocolError
+		notice := errors.As(err, &pe)
+		if l.goDown(err, notice) && notice {
+			l.notify("error: " + pe.Msg)
+			l.t.CloseWrite()
+			l.noticing.Done()
 		}
 		return
 	}

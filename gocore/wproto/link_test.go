@@ -454,3 +454,22 @@ func TestLinkFD(t *testing.T) {
 		t.Errorf("client fd not closed: %v", err)
 	}
 }
+
+// Close right after a protocol error still lets the notice out first (the
+// server tears a link down as soon as it is down).
+func TestLinkCloseAfterError(t *testing.T) {
+	p := NewPipe()
+	srv := NewLink(RoleServer, p)
+	c := &rawClient{p: p}
+	got := make(chan string, 1)
+	go func() {
+		line, _ := c.readLine(t)
+		got <- line
+	}()
+	go p.PeerWrite(ctx10(t), []byte("x y\n"))
+	waitClosed(t, srv.Down(), "server link")
+	srv.Close()
+	if line := <-got; line != `0 error: invalid frame: "x y\n" (invalid stream)`+"\n" {
+		t.Fatalf("notice: %q", line)
+	}
+}
