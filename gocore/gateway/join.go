@@ -27,7 +27,8 @@ type WCFS struct {
 	srv    *Server  // the server this join started, or nil
 	serial uint64
 
-	njoin int // protected by g.mu
+	njoin int      // protected by g.mu
+	proc  *process // protected by g.mu: the server found running (attach), once found
 }
 
 // Zurl returns the zurl of the first join.
@@ -67,6 +68,10 @@ func (w *WCFS) Close() error {
 	last := w.njoin == 0
 	if last && g.reg[w.mntpt] == w {
 		delete(g.reg, w.mntpt)
+	}
+	if last && w.proc != nil {
+		w.proc.release()
+		w.proc = nil
 	}
 	g.mu.Unlock()
 	if last {
@@ -132,7 +137,7 @@ func (g *Gateway) join(ctx context.Context, zurlStr string, opt *JoinOptions) (*
 		return nil, err
 	}
 	if st.kind == stateRunning {
-		return g.register(zurlStr, mntpt, st.f, nil), nil
+		return g.register(zurlStr, mntpt, st.f, nil, st.mount), nil
 	}
 	if opt == nil {
 		return nil, nil
@@ -157,7 +162,7 @@ func (g *Gateway) join(ctx context.Context, zurlStr string, opt *JoinOptions) (*
 		return nil, err
 	}
 	if st.kind == stateRunning {
-		return g.register(zurlStr, mntpt, st.f, nil), nil
+		return g.register(zurlStr, mntpt, st.f, nil, st.mount), nil
 	}
 	if err := g.cleanStale(ctx, zurlStr, st); err != nil {
 		return nil, err
@@ -171,21 +176,57 @@ func (g *Gateway) join(ctx context.Context, zurlStr string, opt *JoinOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	return g.register(zurlStr, mntpt, f, srv), nil
+	return g.register(zurlStr, mntpt, f, srv, nil), nil
 }
 
-// registered returns the registered WCFS of mntpt with one more join.
+// registered returns the registered WCFS of mntpt with one more join. A
+// WCFS whose server process exited (crashed, killed, or ended because it lost
+// its storage) leaves the registry instead, so that the caller attaches to
+// or starts a new server; the joins still holding it keep it until they
+// close it (their accesses to its mount fail with ENOTCONN).
 func (g *Gateway) registered(mntpt string) *WCFS {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	w := g.reg[mntpt]
-	if w != nil {
+	dead := w != nil && w.serverExited()
+	if dead {
+		delete(g.reg, mntpt)
+	} else if w != nil {
 		w.njoin++
+	}
+	g.mu.Unlock()
+	if dead {
+		g.warnf("wcfs: %s: the server of the joined WCFS (%s) exited: joining anew", mntpt, describePid(w.serverPid()))
+		return nil
 	}
 	return w
 }
 
-func (g *Gateway) register(zurlStr, mntpt string, f *os.File, srv *Server) *WCFS {
+// serverExited tells whether the server of w is known to have exited: the
+// server it started, or the one found serving the mount it attached to.
+// It costs no access to the mount (the server may hang). g.mu is held.
+func (w *WCFS) serverExited() bool {
+	if w.srv != nil {
+		return w.srv.Exited()
+	}
+	return w.proc != nil && w.proc.hasExited()
+}
+
+// serverPid returns the pid of w's server if known, else 0. g.mu is held
+// or w left the registry.
+func (w *WCFS) serverPid() int {
+	if w.srv != nil {
+		return w.srv.Pid()
+	}
+	if w.proc != nil {
+		return w.proc.pid
+	}
+	return 0
+}
+
+// register registers a new WCFS for a server this process started (srv),
+// or one it attached to (srv nil, mount m), whose process is then looked up
+// in the background (the process table scan is kept off the join path).
+func (g *Gateway) register(zurlStr, mntpt string, f *os.File, srv *Server, m *Mount) *WCFS {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.reg == nil {
@@ -194,7 +235,28 @@ func (g *Gateway) register(zurlStr, mntpt string, f *os.File, srv *Server) *WCFS
 	g.serialno++
 	w := &WCFS{g: g, zurl: zurlStr, mntpt: mntpt, f: f, srv: srv, serial: g.serialno, njoin: 1}
 	g.reg[mntpt] = w
+	if srv == nil && m != nil {
+		go w.findServerProcess(m)
+	}
 	return w
+}
+
+// findServerProcess finds the process serving the mount w attached to and
+// keeps a handle on it (a pidfd: cheap to check, immune to pid reuse) while
+// w is joined.
+func (w *WCFS) findServerProcess(m *Mount) {
+	proc, err := findServer(m, func(z string) bool { return zurl.Equivalent(z, w.zurl) })
+	if err != nil || proc == nil {
+		return // e.g. in another pid namespace: deaths are then seen by accesses only
+	}
+	g := w.g
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if w.njoin == 0 || w.proc != nil {
+		proc.release()
+		return
+	}
+	w.proc = proc
 }
 
 // acquireJoining serializes the slow join path per mountpoint.

@@ -94,6 +94,75 @@ func TestRealServer(t *testing.T) {
 	srv.stopLocked(context.Background())
 }
 
+// A joined server that dies does not stay in the registry: the next join,
+// while the old joins are still open, starts (autostart) or attaches to a
+// new server, in the registry that started the dead one and in one that
+// attached to it.
+func TestRealJoinAfterServerDied(t *testing.T) {
+	tg, z, path, data := realTGW(t)
+	w1, err := tg.join(z, AutostartYes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := &Gateway{Exe: tg.Exe, Root: tg.Root, Log: tg.Log}
+	o1, err := other.Join(context.Background(), z, JoinOptions{Autostart: AutostartNo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the attaching registry finds the server's process in the background
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		other.mu.Lock()
+		found := o1.proc != nil
+		other.mu.Unlock()
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the attached server's process is not found")
+		}
+	}
+	dead := w1.Server()
+	killServer(t, dead)
+
+	w2, err := tg.join(z, AutostartYes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w2 == w1 || w2.Server() == nil || w2.Server().Pid() == dead.Pid() {
+		t.Fatalf("join after the server died returned the dead server's WCFS")
+	}
+	o2, err := other.Join(context.Background(), z, JoinOptions{Autostart: AutostartNo})
+	if err != nil {
+		t.Fatalf("attaching registry, join after the server died: %v", err)
+	}
+	if o2 == o1 || o2.Server() != nil {
+		t.Fatalf("attaching registry: join returned the dead server's WCFS")
+	}
+	for _, w := range []*WCFS{w2, o2} {
+		if got, err := os.ReadFile(filepath.Join(w.Mountpoint(), path)); err != nil || !bytes.Equal(got, data) {
+			t.Errorf("read through the new server: %d bytes, %v", len(got), err)
+		}
+	}
+	// the old joins close with the dead server's error; the new ones stay
+	for _, w := range []*WCFS{w1, o1} {
+		if err := w.Close(); err != nil && !isDeadFUSE(err) {
+			t.Errorf("close of a dead join: %v", err)
+		}
+	}
+	if w, err := tg.JoinRunning(context.Background(), z); w != w2 || err != nil {
+		t.Errorf("registry after the dead joins closed: %v, %v; want the new WCFS", w, err)
+	} else {
+		w.Close()
+	}
+	o2.Close()
+	w2.Close()
+	if err := w2.Server().Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tg.stopped(z, w2.Server())
+	dead.stopLocked(context.Background()) // releases its handle
+}
+
 func TestRealMissingDatabase(t *testing.T) {
 	tg := newTGW(t, "")
 	tg.Exe = wcfstest.Binary(t)
