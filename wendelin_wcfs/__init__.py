@@ -54,7 +54,8 @@ log = logging.getLogger("wcfs")
 from ._gopy import _pybind as _gox  # the extension module: functions patched after fork
 from ._gopy import pybind as _gopy  # its Python wrapper: classes WCFS, Server
 
-__all__ = ["join", "start", "serve", "stop", "status", "main", "WCFS", "Server"]
+__all__ = ["join", "start", "serve", "stop", "status", "main", "WCFS", "Server",
+           "Conn", "FileH", "Mapping", "WatchLink", "PinReq"]
 
 
 # ---- calls into Go ----
@@ -250,6 +251,13 @@ class WCFS:
     def _open(self, obj, mode="rb", at=None):
         """_open opens obj's file unbuffered."""
         return open(self._path(obj, at=at), mode, 0)
+
+    # ---- the client (wendelin_wcfs/_client.py) ----
+
+    def connect(self, at):  # -> Conn
+        """connect returns a Conn viewing the database as of at (8-byte tid,
+        as ZODB's p64, or int): see Conn, FileH, Mapping."""
+        return _client.connect(self, at)
 
 
 class _CloseError(WCFSError):
@@ -520,6 +528,9 @@ def _procwait_(ctx, proc):  # -> ok
 
 
 _gopy.Configure(_wcfs_exe(), "")
+
+from . import _client  # noqa: E402 (uses the helpers above)
+from ._client import Conn, FileH, Mapping, WatchLink, PinReq  # noqa: E402
 
 
 # ---- command line ----

@@ -65,6 +65,20 @@
 // Lock order: Conn.atMu > Conn.mu > FileH.mu > WCFS.mu. Requests to the
 // server are never sent with Conn.mu or FileH.mu held.
 //
+// # Go readers
+//
+// A thread that touches a block needing a pin sleeps in the kernel (in the
+// page fault) until the pinner of its own process has acknowledged the pin.
+// A goroutine sleeping there cannot be stopped: a garbage collection that
+// starts meanwhile waits for it, with every other goroutine stopped, the
+// pinner included, and the process hangs until the server's pin timeout
+// kills it. So Go code reads mappings with Mapping.ReadAt, which copies
+// through the kernel (process_vm_readv on this process: the goroutine waits
+// in a system call, which the runtime does not wait for), and touches
+// Mapping.Mem directly only where no pin can be needed (a Conn at head/at
+// with no commit since). Threads the Go runtime does not know (Python's, C)
+// have no such limit: the Python bindings hand Mem to Python as is.
+//
 // # Fork
 //
 // Go does not run in a child forked without exec, so nothing of this

@@ -12,10 +12,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -86,40 +84,22 @@ func blkData(blksize int64, tag string, blk int64) []byte {
 	return bytes.Repeat(pat, int(blksize)/len(pat)+1)[:blksize]
 }
 
-// sink keeps reads from being optimized away.
-var sink atomic.Uint32
-
-// faults reports whether reading every page of b faults.
+// faults reports whether reading every page of b faults, and whether any
+// page does.
 func faults(b []byte) (all bool, any bool) {
-	all = true
-	for off := 0; off < len(b); off += pageSize {
-		if readFaults(b[off:]) {
-			any = true
-		} else {
-			all = false
-		}
-	}
-	return all, any
+	res := ReadFaults(unsafe.Pointer(unsafe.SliceData(b)), len(b))
+	return !strings.Contains(res, "0"), strings.Contains(res, "1")
 }
 
-// readFaults reports whether reading b[0] faults.
-func readFaults(b []byte) (faulted bool) {
-	old := debug.SetPanicOnFault(true)
-	defer debug.SetPanicOnFault(old)
-	defer func() {
-		if r := recover(); r != nil {
-			faulted = true
-		}
-	}()
-	sink.Add(uint32(*(*byte)(unsafe.Pointer(unsafe.SliceData(b)))))
-	return false
-}
-
-// blk returns block blk of m's memory.
+// blkMem returns block blk of m's memory, read with ReadAt (a goroutine
+// must not fault on memory that needs a pin: see Mapping.Mem).
 func blkMem(m *Mapping, blk int64) []byte {
 	bs := m.f.blksize
-	off := (blk - m.blkStart) * bs
-	return m.Mem()[off : off+bs]
+	buf := make([]byte, bs)
+	if _, err := m.ReadAt(buf, (blk-m.blkStart)*bs); err != nil {
+		panic(err)
+	}
+	return buf
 }
 
 // checkBlk checks that block blk of m holds want.

@@ -7,6 +7,7 @@ package client
 
 import (
 	"fmt"
+	"io"
 	"unsafe"
 )
 
@@ -38,7 +39,36 @@ func (m *Mapping) BlkStop() int64 { return m.blkStop }
 
 // Mem returns the mapped memory. It is valid until Unmap; reading it after
 // the FileH or the Conn was closed faults (SIGSEGV).
+//
+// Go code must not touch it directly where a pin may be needed (blocks
+// changed after the Conn's at): a goroutine blocked in a page fault cannot
+// be stopped, so a garbage collection starting meanwhile would wait for it
+// forever while the pinner, stopped too, is what it waits for. Read with
+// ReadAt instead; threads the Go runtime does not know (C, Python) may
+// touch Mem freely.
 func (m *Mapping) Mem() []byte { return unsafe.Slice((*byte)(m.addr), m.length) }
+
+// ReadAt copies the mapped memory at off into p (io.ReaderAt) through the
+// kernel (process_vm_readv on this process): the goroutine waits for pins in
+// a system call, where the Go runtime does not wait for it. Reading memory
+// of a closed file fails with EFAULT.
+func (m *Mapping) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%s: read at %d: negative offset", m, off)
+	}
+	if off >= int64(m.length) {
+		return 0, io.EOF
+	}
+	n := min(len(p), m.length-int(off))
+	got, err := readMem(p[:n], unsafe.Add(m.addr, off))
+	if err != nil {
+		return got, fmt.Errorf("%s: read at %d: %w", m, off+int64(got), err)
+	}
+	if n < len(p) {
+		return got, io.EOF
+	}
+	return got, nil
+}
 
 // Addr returns the address of the memory (for bindings that wrap it).
 func (m *Mapping) Addr() uintptr { return uintptr(m.addr) }
