@@ -9,7 +9,6 @@ database written by genuine ZODB in this process.
 Memory is read from Python, i.e. with the GIL held: a pin that such a read
 triggers must be handled without the GIL (the pinner is Go)."""
 
-import errno
 import faulthandler
 import gc
 import os
@@ -64,13 +63,6 @@ class TDB:
         self.srv = wcfs.start(self.zurl, *optv)
         self.wc = wcfs.join(self.zurl, autostart=False)
         self._closers = []
-        try:  # TODO(client): remove once gocore/server serves head/watch
-            os.close(os.open(self.wc._path("head/watch"), os.O_RDWR))
-        except OSError as e:
-            if e.errno == errno.EOPNOTSUPP:
-                self.close()
-                pytest.skip("the server does not serve the isolation protocol yet: %s" % e)
-            raise
 
     @property
     def head(self):

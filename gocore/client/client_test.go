@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 )
 
@@ -32,10 +31,6 @@ const refBlksize = 2 << 20
 func connect(t *testing.T, e *env, at zodb.Tid) *Conn {
 	t.Helper()
 	c, err := e.wc.Connect(context.Background(), at)
-	if errors.Is(err, unix.EOPNOTSUPP) {
-		// TODO(client): remove once gocore/server serves head/watch
-		t.Skipf("skipping: the server does not serve the isolation protocol yet: %v", err)
-	}
 	if err != nil {
 		t.Fatal(err)
 	}
