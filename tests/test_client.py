@@ -293,6 +293,8 @@ def test_client_afterfork(tdb):
     m = fh.mmap(0, 2)
     assert_blk(m, 0, "a1", {})
     mnt = t.wc.mountpoint
+    wl = wcfs.WatchLink(t.wc)  # a raw link too
+    t.defer(wl.close)
 
     # in the child: every page of the mapping faults (the child dies by
     # SIGSEGV reading it)
@@ -318,6 +320,7 @@ def test_client_afterfork(tdb):
         m.unmap()
         fh.close()
         conn.close()
+        wl.close()
         gc.collect()
     status, msg = _child(child)
     assert status == 0, msg

@@ -89,14 +89,9 @@ func (c *Conn) errf(op string, err error) error {
 	return fmt.Errorf("%s: %s: %w", c, op, err)
 }
 
-// fds returns the descriptors of the Conn (link, head files).
+// fds returns the descriptors of the Conn's head files.
 func (c *Conn) fds() []int {
 	var fds []int
-	if c.link != nil {
-		if fd := c.link.Fd(); fd >= 0 {
-			fds = append(fds, fd)
-		}
-	}
 	c.mu.Lock()
 	for _, f := range c.files {
 		if fd := f.fd(); fd >= 0 {

@@ -25,8 +25,14 @@ import (
 )
 
 // Tests run real servers (bin built once per test binary) on real mounts,
-// over databases written by genuine ZODB.
-func TestMain(m *testing.M) { wcfstest.Main(m) }
+// over databases written by genuine ZODB. The test binary is also the other
+// client process of TestTwoProcessesShareHeadPageCache.
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(helperMain())
+	}
+	wcfstest.Main(m)
+}
 
 // env is a database with one ZBigFile "zf" and a server for it.
 type env struct {

@@ -31,7 +31,6 @@ type watchLink interface {
 	RecvReq(ctx context.Context) (*PinReq, error)
 	ReplyReq(ctx context.Context, req *PinReq, reply string) error
 	Close() error
-	Fd() int
 }
 
 // PinReq is a request of the server on a watch link: normally a pin
@@ -83,6 +82,9 @@ func (wc *WCFS) openWatchLinkRaw() (*WatchLink, error) {
 	wl.link.OnNotice = func(notice string) {
 		wc.log().Error(fmt.Sprintf("%s: watch link fd%d: rx fatal: %s", wc, fd, notice))
 	}
+	wc.mu.Lock()
+	wc.links[wl] = struct{}{}
+	wc.mu.Unlock()
 	return wl, nil
 }
 
@@ -148,6 +150,9 @@ func (wl *WatchLink) Close() error {
 	case <-wl.link.Down():
 	case <-time.After(ByeTimeout):
 	}
+	wl.wc.mu.Lock()
+	delete(wl.wc.links, wl)
+	wl.wc.mu.Unlock()
 	wl.link.Close()
 	return err
 }

@@ -34,6 +34,7 @@ type WCFS struct {
 	mu       sync.Mutex
 	revFiles map[revKey]*revFile
 	conns    map[*Conn]struct{}
+	links    map[*WatchLink]struct{} // open watch links (of Conns and raw)
 	nconn    uint64
 }
 
@@ -44,6 +45,7 @@ func New(mountpoint string) *WCFS {
 		mountpoint: mountpoint,
 		revFiles:   make(map[revKey]*revFile),
 		conns:      make(map[*Conn]struct{}),
+		links:      make(map[*WatchLink]struct{}),
 	}
 }
 
@@ -113,6 +115,9 @@ func (wc *WCFS) Fds() []int {
 	var fds []int
 	for _, rf := range wc.revFiles {
 		fds = append(fds, int(rf.f.Fd()))
+	}
+	for wl := range wc.links {
+		fds = append(fds, wl.fd)
 	}
 	wc.mu.Unlock()
 	for _, c := range conns {
