@@ -29,8 +29,8 @@ package server
 //   - A block of a file whose ZBigFile changed (an epoch) after a watch's at
 //     is pinned to that at: the history before an epoch is not kept, and
 //     @at/bigfile/<oid> has exactly the data the client saw.
-//   - Prefetch (bigFile.readahead) is off for files with watches: a
-//     prefetch is a load, and a load sends pins.
+//   - Prefetch (bigFile.readahead) is off for files with a watch behind
+//     head: a prefetch is a load, and a load sends pins (see noPrefetch).
 
 import (
 	"context"
@@ -78,7 +78,7 @@ func (h *headView) initIsolation() {
 	h.iso = iso
 	h.watch = &watchNode{iso: iso}
 	h.OnBlockLoad = iso.onBlockLoad
-	h.NoPrefetch = iso.watched
+	h.NoPrefetch = iso.noPrefetch
 	h.MinWatchAt = iso.minWatchAt
 }
 
@@ -96,14 +96,25 @@ func (iso *isolation) stop() {
 	iso.links.close()
 }
 
-// watched tells whether f has watches.
-func (iso *isolation) watched(f *bigFile) bool {
+// noPrefetch is headView.NoPrefetch: no prefetch of f while a watch of it
+// is behind head (viewMu is read-held). A prefetch is a load, and a load
+// pins the blocks that changed after a watch's at: prefetching would send
+// pins for blocks the client may never read. Watches at head (the common
+// case) need no pin, so the prefetch stays (a commit meanwhile makes
+// the prefetched loads pin, which is correct, only early).
+func (iso *isolation) noPrefetch(f *bigFile) bool {
 	if iso.nwatch.Load() == 0 {
 		return false
 	}
+	head := iso.h.zconn.At()
 	iso.fmu.RLock()
 	defer iso.fmu.RUnlock()
-	return len(iso.files[f]) > 0
+	for w := range iso.files[f] {
+		if w.atNow() < head {
+			return true
+		}
+	}
+	return false
 }
 
 // watchesOf returns the watches registered on f.

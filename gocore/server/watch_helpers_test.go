@@ -41,7 +41,7 @@ type tLink struct {
 // openLink opens head/watch; the link is closed (with bye) at the end of the test.
 func openLink(t testing.TB, srv *wcfstest.Server) *tLink {
 	t.Helper()
-	fd, err := unix.Open(srv.Path("head", "watch"), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := openRetry(srv.Path("head", "watch"), unix.O_RDWR)
 	if err != nil {
 		t.Fatalf("open head/watch: %v", err)
 	}
@@ -200,7 +200,7 @@ func (tl *tLink) mustWatch(foid zodb.Oid, at zodb.Tid) string {
 // readBlk reads block blk of a file (one FUSE read: no readahead).
 func readBlk(t testing.TB, path string, blk, bs int64) []byte {
 	t.Helper()
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := openRetry(path, unix.O_RDONLY)
 	if err != nil {
 		t.Fatalf("open %s: %v", path, err)
 	}
@@ -209,7 +209,7 @@ func readBlk(t testing.TB, path string, blk, bs int64) []byte {
 		t.Fatal(err)
 	}
 	buf := make([]byte, bs)
-	n, err := unix.Pread(fd, buf, blk*bs)
+	n, err := preadRetry(fd, buf, blk*bs)
 	if err != nil {
 		t.Fatalf("read %s #%d: %v", path, blk, err)
 	}
@@ -219,7 +219,7 @@ func readBlk(t testing.TB, path string, blk, bs int64) []byte {
 // evict drops the page cache of block blk of a file.
 func evict(t testing.TB, path string, blk, bs int64) {
 	t.Helper()
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	fd, err := openRetry(path, unix.O_RDONLY)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,3 +352,51 @@ func (tf *tFile) path() string { return tf.srv.Path("head", "bigfile", tf.oid.St
 
 // read reads block blk through head/.
 func (tf *tFile) read(blk int64) []byte { return readBlk(tf.t, tf.path(), blk, tf.bs) }
+
+// A Go test process gets signals (the runtime preempts goroutines with
+// SIGURG): a FUSE request of a thread that gets one is interrupted, and the
+// server answers EINTR. The raw system calls of the tests retry, like the
+// os package does.
+
+// retryEINTR calls f until it does not fail with EINTR.
+func retryEINTR(f func() error) error {
+	for {
+		if err := f(); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// openRetry opens path (O_CLOEXEC added), retrying on EINTR.
+func openRetry(path string, flags int) (fd int, err error) {
+	err = retryEINTR(func() error {
+		fd, err = unix.Open(path, flags|unix.O_CLOEXEC, 0)
+		return err
+	})
+	return fd, err
+}
+
+// preadRetry is pread retrying on EINTR.
+func preadRetry(fd int, buf []byte, off int64) (n int, err error) {
+	err = retryEINTR(func() error {
+		n, err = unix.Pread(fd, buf, off)
+		return err
+	})
+	return n, err
+}
+
+// writeRetry writes all of b, retrying on EINTR.
+func writeRetry(fd int, b []byte) error {
+	for len(b) > 0 {
+		var n int
+		err := retryEINTR(func() (err error) {
+			n, err = unix.Write(fd, b)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}

@@ -27,7 +27,7 @@ import (
 // server sends until it closes the link (EOF).
 func rawSession(t *testing.T, srv *wcfstest.Server, in string) string {
 	t.Helper()
-	fd, err := unix.Open(srv.Path("head", "watch"), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := openRetry(srv.Path("head", "watch"), unix.O_RDWR)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func rawSession(t *testing.T, srv *wcfstest.Server, in string) string {
 		out <- string(data)
 	}()
 	// the server may stop reading before the end (ECONNRESET then)
-	go unix.Write(fd, []byte(in))
+	go writeRetry(fd, []byte(in))
 	select {
 	case s := <-out:
 		unix.Close(fd)
@@ -255,13 +255,13 @@ func TestWatchServerStop(t *testing.T) {
 	const bs = 4 << 10
 	tf := newTFile(t, bs)
 	tf.read(0)
-	fd, err := unix.Open(tf.srv.Path("head", "watch"), unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := openRetry(tf.srv.Path("head", "watch"), unix.O_RDWR)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
 	req := fmt.Sprintf("1 watch %s @%s\n", tf.oid, zodb.TidMax-1)
-	if _, err := unix.Write(fd, []byte(req)); err != nil {
+	if err := writeRetry(fd, []byte(req)); err != nil {
 		t.Fatal(err)
 	}
 	waitStats(t, tf.srv, map[string]int64{"WatchLink": 1})

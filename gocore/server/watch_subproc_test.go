@@ -42,7 +42,7 @@ func sleepForever() {
 }
 
 func watchHelper(mode, path, req string) int {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := openRetry(path, unix.O_RDWR)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open:", err)
 		return 3
@@ -61,7 +61,7 @@ func watchHelper(mode, path, req string) int {
 	// faulty clients: "<variant>" or "<variant>:ok" (wait for the watch
 	// reply before the pin)
 	variant, waitOK := strings.CutSuffix(mode, ":ok")
-	if _, err := unix.Write(fd, []byte("1 "+req+"\n")); err != nil {
+	if err := writeRetry(fd, []byte("1 "+req+"\n")); err != nil {
 		fmt.Fprintln(os.Stderr, "write:", err)
 		return 3
 	}
@@ -97,7 +97,7 @@ func watchHelper(mode, path, req string) int {
 		unix.Close(fd)
 		sleepForever()
 	case "nak_pin_reply":
-		unix.Write(fd, []byte(stream+" nak\n"))
+		writeRetry(fd, []byte(stream+" nak\n"))
 		sleepForever()
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper mode", mode)
