@@ -31,12 +31,16 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
 	}
-	wcfstest.Main(m)
+	code := wcfstest.Run(m)
+	if benchData.dir != "" {
+		os.RemoveAll(benchData.dir)
+	}
+	os.Exit(code)
 }
 
 // env is a database with one ZBigFile "zf" and a server for it.
 type env struct {
-	t       *testing.T
+	tb      testing.TB
 	db      *testdb.DB
 	srv     *wcfstest.Server
 	wc      *WCFS
@@ -56,14 +60,14 @@ func newEnv(t *testing.T, blksize int64, nblk int64, args ...string) (*env, zodb
 	}
 	at := db.Commit("v0")
 	srv := wcfstest.Start(t, db.ZURL(), args...)
-	e := &env{t: t, db: db, srv: srv, wc: New(srv.Mnt), foid: foid, blksize: blksize}
+	e := &env{tb: t, db: db, srv: srv, wc: New(srv.Mnt), foid: foid, blksize: blksize}
 	return e, at
 }
 
 // commit writes blkData(tag, blk) into blocks blkv, commits, waits for the
 // server to show the commit, and returns its revision.
 func (e *env) commit(tag string, blkv ...int64) zodb.Tid {
-	e.t.Helper()
+	e.tb.Helper()
 	for _, blk := range blkv {
 		e.db.WriteBlock("zf", blk, blkData(e.blksize, tag, blk))
 	}
@@ -74,11 +78,11 @@ func (e *env) commit(tag string, blkv ...int64) zodb.Tid {
 
 // waitHead waits until head/at >= at.
 func (e *env) waitHead(at zodb.Tid) {
-	e.t.Helper()
+	e.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := e.wc.waitHead(ctx, at); err != nil {
-		e.t.Fatal(err)
+		e.tb.Fatal(err)
 	}
 }
 
