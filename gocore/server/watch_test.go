@@ -46,28 +46,41 @@ func TestWatchSetup(t *testing.T) {
 		tl.close()
 	}
 
-	// every increasing sequence (with repeats) on one link = a fresh watch
+	// every increasing sequence on one link (each step also repeated:
+	// at_i -> at_i) = a fresh watch at every step
 	var seqs [][]zodb.Tid
-	var gen func(prefix []zodb.Tid, from int)
-	gen = func(prefix []zodb.Tid, from int) {
-		if len(prefix) > 0 {
-			seqs = append(seqs, append([]zodb.Tid(nil), prefix...))
+	for mask := 1; mask < 1<<len(ats); mask++ {
+		var seq []zodb.Tid
+		for i, at := range ats {
+			if mask&(1<<i) != 0 {
+				seq = append(seq, at, at)
+			}
 		}
-		if len(prefix) == 3 {
-			return
-		}
-		for i := from; i < len(ats); i++ {
-			gen(append(prefix, ats[i]), i)
-		}
+		seqs = append(seqs, seq)
 	}
-	gen(nil, 0)
 	for _, seq := range seqs {
 		tl := openLink(t, tf.srv)
+		prev := map[int64]zodb.Tid{}
 		for _, at := range seq {
-			tl.mustWatch(tf.oid, at)
-			if got, want := tl.view(tf.oid), pinsOf(tf.oid, tf.wantPins(tracked, at)); got != want {
+			cur := tf.wantPins(tracked, at)
+			diff := map[int64]zodb.Tid{} // only what changes is sent
+			for blk, rev := range cur {
+				if prev[blk] != rev {
+					diff[blk] = rev
+				}
+			}
+			for blk := range prev {
+				if _, ok := cur[blk]; !ok {
+					diff[blk] = wproto.TidHead
+				}
+			}
+			if got, want := tl.mustWatch(tf.oid, at), pinsOf(tf.oid, diff); got != want {
+				t.Errorf("watch sequence %v: at @%s: pins sent\n  got  %s\n  want %s", seq, at, got, want)
+			}
+			if got, want := tl.view(tf.oid), pinsOf(tf.oid, cur); got != want {
 				t.Errorf("watch sequence %v: at @%s: client view\n  got  %s\n  want %s", seq, at, got, want)
 			}
+			prev = cur
 		}
 		tl.close()
 	}
