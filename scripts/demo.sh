@@ -3,10 +3,13 @@
 #
 # Creates once, with genuine ZODB (bin/wcfs-zgen), a FileStorage demo database
 # of ZBigFiles in DIR (default demo/), then, from Python: joins WCFS for it
-# through wendelin.wcfs.join (which autostarts the server), reads every
-# ZBigFile through the mount (cold, then from the page cache), checks it
-# against the manifest written with the database, prints what it did and
-# stops the server it started.
+# through wendelin.wcfs.join (which autostarts the server), opens a view of
+# the database as of head/at (WCFS.connect), maps every ZBigFile (Conn.open,
+# FileH.mmap) and reads it through the mapping with NumPy and hashlib, without
+# copy (cold, then from the page cache), checks it against the manifest
+# written with the database, shows isolation (a genuine ZODB commit made
+# meanwhile is not seen until Conn.resync), prints what it did and stops the
+# server it started.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 dir=${1:-$top/demo}
@@ -20,13 +23,17 @@ else
 	echo "demo: using the demo database $db"
 fi
 
+# tools/pylib: ztestdb, to commit with genuine ZODB during the demo
+export PYTHONPATH=$top/tools/pylib${PYTHONPATH:+:$PYTHONPATH}
 exec "$py" - "$db" <<'EOF'
 import hashlib, json, os, sys, time
+import numpy as np
 from wendelin import wcfs
 
 db = sys.argv[1]
 zurl = "file://" + db
-with open(db[:-len(".fs")] + ".json") as f:
+mjson = db[:-len(".fs")] + ".json"
+with open(mjson) as f:
     manifest = json.load(f)
 expect = manifest["transactions"][-1]["files"]
 
@@ -45,39 +52,86 @@ head = wc._read("head/at").decode().strip()
 print("head/at     %s%s" % (head, "" if head == manifest["head"] else
                                "  (manifest says %s!)" % manifest["head"]))
 
-
-def read_all(path):
-    """read_all reads the file at path; returns (sha256, bytes, seconds)."""
-    h, n, buf = hashlib.sha256(), 0, bytearray(8 << 20)
-    t0 = time.monotonic()
-    with open(path, "rb", buffering=0) as f:
-        while True:
-            k = f.readinto(buf)
-            if not k:
-                break
-            h.update(memoryview(buf)[:k])
-            n += k
-    return h.hexdigest(), n, time.monotonic() - t0
+# a view of the database as of head/at, like a ZODB connection
+conn = wc.connect(bytes.fromhex(head))
+print("conn        @%s  (wc.connect(at): files are mapped as of this revision)" % conn.at().hex())
 
 
 def mibps(n, dt):
     return n / (1 << 20) / dt if dt > 0 else float("inf")
 
 
+def scan(fh, nblk):
+    """scan maps the file and hashes it through the mapping (hashlib and
+    NumPy read the mapped memory itself); returns (sha256, numpy summary,
+    seconds, the Mapping)."""
+    t0 = time.monotonic()
+    m = fh.mmap(0, max(nblk, 1))
+    mem = m.mem[: nblk * fh.blksize]
+    sha = hashlib.sha256(mem).hexdigest()
+    a = np.frombuffer(mem, dtype=np.uint8)
+    assert a.size == 0 or a.ctypes.data == m._addr  # no copy
+    summary = "-" if a.size == 0 else "mean %5.1f  nonzero %5.1f%%" % (a.mean(), 100 * np.count_nonzero(a) / a.size)
+    return sha, summary, time.monotonic() - t0, m
+
+
 ok = True
 print()
-print("%-10s %-36s %10s %8s %12s %12s  %s" % ("file", "path on the mount", "size", "blksize",
-                                             "cold MiB/s", "cached MiB/s", "sha256"))
+print("%-8s %-28s %9s %8s %11s %12s  %-30s %s" % ("file", "path on the mount", "size", "blksize",
+      "cold MiB/s", "cached MiB/s", "NumPy on the mapping (uint8)", "sha256"))
+fhs = {}
 for name, f in sorted(manifest["files"].items()):
+    want = expect.get(name)
+    if want is None:
+        continue
     rel = "head/bigfile/" + f["oid"]
-    size = wc._stat(rel).st_size
-    sha, n, dt = read_all(wc._path(rel))
-    _, n2, dt2 = read_all(wc._path(rel))
-    want = expect.get(name, {})
-    good = n == size == want.get("size") and sha == want.get("sha256")
+    fh = conn.open(bytes.fromhex(f["oid"]))
+    fhs[name] = fh
+    size, bs = want["size"], fh.blksize
+    nblk = size // bs
+    sha, summary, dt, m = scan(fh, nblk)     # cold: the server loads the blocks
+    m.unmap()
+    sha2, _, dt2, m = scan(fh, nblk)         # a new mapping of cached data
+    m.unmap()
+    good = sha == sha2 == want["sha256"] and bs == f["blksize"]
     ok &= good
-    print("%-10s %-36s %10d %8d %12.0f %12.0f  %s" % (name, rel, size, f["blksize"], mibps(n, dt),
-                                                    mibps(n2, dt2), "ok" if good else "MISMATCH"))
+    print("%-8s %-28s %9d %8d %11.0f %12.0f  %-30s %s" % (name, rel, size, bs, mibps(size, dt),
+          mibps(size, dt2), summary, "ok" if good else "MISMATCH"))
+
+# isolation: a commit by genuine ZODB while conn stays at its revision
+print()
+import ztestdb
+name = next(n for n in ("zf64k", "zf0", "zf1") if expect.get(n, {}).get("size"))
+fh = fhs[name]
+bs = fh.blksize
+m = fh.mmap(0, 1)
+old = hashlib.sha256(m.mem).hexdigest()
+zdb = ztestdb.Database.open(db)
+stamp = ("demo %s " % time.strftime("%Y-%m-%d %H:%M:%S")).encode()
+newdata = (stamp * (bs // len(stamp) + 1))[:bs]
+zdb.write_block(name, 0, newdata)
+tid = zdb.commit("demo: isolation")
+zdb.write_manifest(mjson)  # keep the manifest in step with the database
+zdb.close()
+t0 = time.monotonic()
+while wc._read("head/at").decode().strip() < tid:
+    if time.monotonic() - t0 > 60:
+        sys.exit("demo: the server did not show the commit @%s" % tid)
+    time.sleep(0.01)
+seen = hashlib.sha256(m.mem).hexdigest()
+pinned = {b: r.hex() for b, r in fh.pinned.items()}
+iso = seen == old and pinned == {0: head}
+print("commit      @%s by genuine ZODB: block #0 of %s rewritten; head/at follows" % (tid, name))
+print("isolated    conn @%s still reads the old block #0 through its mapping: %s (pinned %s)"
+      % (conn.at().hex(), "ok" if iso else "NO", pinned))
+conn.resync(bytes.fromhex(tid))
+now = hashlib.sha256(m.mem).hexdigest()
+moved = now == hashlib.sha256(newdata).hexdigest() and fh.pinned == {}
+print("resync      conn @%s reads the new block #0 (same mapping, unpinned): %s"
+      % (conn.at().hex(), "ok" if moved else "NO"))
+ok &= iso and moved
+m.unmap()
+conn.close()
 print()
 wc.close()
 if srv is not None:
@@ -87,5 +141,5 @@ if srv is not None:
 else:
     print("left        the server running: this demo did not start it")
 if not ok:
-    sys.exit("demo: the data read through WCFS differs from the manifest")
+    sys.exit("demo: the data read through WCFS differs from the manifest, or was not isolated")
 EOF
