@@ -29,7 +29,7 @@ func blktabRecords(ctx context.Context, t *testing.T, path string) (zodb.IStorag
 	}
 	t.Cleanup(func() { stor.Close() })
 	var recs []zodb.DataInfo
-	eachRecord(ctx, t, stor, func(_ *zodb.TxnInfo, d *zodb.DataInfo) {
+	testdb.EachRecord(ctx, t, stor, func(_ *zodb.TxnInfo, d *zodb.DataInfo) {
 		if d == nil {
 			return
 		}

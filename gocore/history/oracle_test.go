@@ -14,7 +14,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"math/rand"
 	"slices"
@@ -22,6 +21,7 @@ import (
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/zdata"
 )
 
@@ -31,38 +31,11 @@ type commit struct {
 	oids []zodb.Oid
 }
 
-// eachRecord calls fn for every data record of stor, transaction after
-// transaction; fn sees the start of every transaction with d == nil.
-func eachRecord(ctx context.Context, t testing.TB, stor zodb.IStorage, fn func(txn *zodb.TxnInfo, d *zodb.DataInfo)) {
-	t.Helper()
-	it := stor.Iterate(ctx, 0, zodb.TidMax)
-	for {
-		txn, dit, err := it.NextTxn(ctx)
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		fn(txn, nil)
-		for {
-			d, err := dit.NextData(ctx)
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			fn(txn, d)
-		}
-	}
-}
-
 // readCommits returns every transaction of stor.
 func readCommits(ctx context.Context, t testing.TB, stor zodb.IStorage) []commit {
 	t.Helper()
 	var cv []commit
-	eachRecord(ctx, t, stor, func(txn *zodb.TxnInfo, d *zodb.DataInfo) {
+	testdb.EachRecord(ctx, t, stor, func(txn *zodb.TxnInfo, d *zodb.DataInfo) {
 		if d == nil {
 			cv = append(cv, commit{rev: txn.Tid})
 		} else {

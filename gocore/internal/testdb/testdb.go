@@ -134,6 +134,19 @@ func SharedZODB(t testing.TB) string {
 	return dir
 }
 
+// SmallFixture returns the manifest of ../shared/testdata/zodb/small.fs (a
+// database of five files over nine transactions written by genuine ZODB)
+// and the path of that database, or skips the test when it is absent.
+func SmallFixture(t testing.TB) (*Manifest, string) {
+	t.Helper()
+	dir := SharedZODB(t)
+	m, err := LoadManifest(filepath.Join(dir, "small.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, filepath.Join(dir, "small.fs")
+}
+
 // Python returns the interpreter with genuine ZODB: $WCFS_PYTHON, else
 // <repo>/.venv/bin/python. It skips the test when there is none.
 func Python(t testing.TB) string {

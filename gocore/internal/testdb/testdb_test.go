@@ -202,11 +202,7 @@ func TestErrors(t *testing.T) {
 
 func TestSharedManifest(t *testing.T) {
 	t.Parallel()
-	dir := SharedZODB(t)
-	m, err := LoadManifest(filepath.Join(dir, "small.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, fsPath := SmallFixture(t)
 	if len(m.Transactions) != 9 || m.Head != m.Last().Tid || m.RootOid != 0 ||
 		!slices.Equal(m.FileNames, []string{"zf0", "zf1", "zf64k", "zfempty", "zf4k"}) {
 		t.Fatalf("small.json: %d transactions, head %s, files %v", len(m.Transactions), m.Head, m.FileNames)
@@ -220,7 +216,7 @@ func TestSharedManifest(t *testing.T) {
 	}
 
 	// the toolkit reads the fixture back to exactly its manifest
-	db := Open(t, CopyFS(t, filepath.Join(dir, "small.fs")))
+	db := Open(t, CopyFS(t, fsPath))
 	sameHistory(t, m, db.Manifest())
 	if db.Head() != m.Head {
 		t.Fatalf("head %s, want %s", db.Head(), m.Head)
