@@ -28,6 +28,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/zeotest"
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
 var bench struct {
@@ -119,12 +120,12 @@ func blkRecords(b *testing.B, stor zodb.IStorage, zc *ZConn, f *ZBigFile, blk in
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, x, err := decodeRecord(buf.Data)
+	_, root, err := zpickle.DecodeRef(buf.Data)
 	buf.Release()
 	if err != nil {
 		b.Fatal(err)
 	}
-	level := []zodb.Oid{x.(zref).Oid}
+	level := []zodb.Oid{root.Oid}
 	for len(level) > 0 {
 		var next []zodb.Oid
 		for _, oid := range level {

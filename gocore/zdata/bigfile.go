@@ -16,6 +16,8 @@ import (
 	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	"lab.nexedi.com/kirr/neo/go/zodb/btree"
+
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
 // BlkFormat says how a block is stored.
@@ -328,8 +330,8 @@ func (f *ZBigFile) loadBlk(ctx context.Context, blk int64, sink *blkSink) (info 
 		return info, nil
 	}
 
-	info.ZBlk = w.zblk.Oid
-	info.Format, info.ZRev, err = loadZBlk(ctx, stor, at, w.zblk.Oid, sink)
+	info.ZBlk = w.zblk
+	info.Format, info.ZRev, err = loadZBlk(ctx, stor, at, w.zblk, sink)
 	if info.ZRev > info.RevMax {
 		info.RevMax = info.ZRev
 	}
@@ -382,9 +384,9 @@ func pathRevMax(path []PathNode) zodb.Tid {
 
 // blkTabWalk is the result of walking blktab to a key.
 type blkTabWalk struct {
-	zblk   zref  // the value for the key (the ZBlk), when found
-	found  bool  // key (wantMax: any key) present
-	maxKey int64 // wantMax: the largest key
+	zblk   zodb.Oid // the value for the key (the ZBlk), when found
+	found  bool     // key (wantMax: any key) present
+	maxKey int64    // wantMax: the largest key
 	path   []PathNode
 }
 
@@ -427,7 +429,7 @@ func walkBlkTab(ctx context.Context, stor zodb.IStorage, at zodb.Tid, t *btree.L
 			if !ok {
 				return w, malformedf("blktab value is %s, not a persistent ZBlk", pyTypeName(v))
 			}
-			w.zblk = zref{Oid: obj.POid(), Class: className(obj)}
+			w.zblk = obj.POid()
 			w.found = true
 			return w, nil
 
@@ -485,7 +487,7 @@ func walkBlkTab(ctx context.Context, stor zodb.IStorage, at zodb.Tid, t *btree.L
 // directly from the storage as of at (no live-cache objects).
 func walkBlkTabRaw(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid, key int64, wantMax bool, keycov btree.LKeyRange, path []PathNode, depth int) (w blkTabWalk, err error) {
 	w.path = path
-	lookup := func(entries []bucketEntry) (blkTabWalk, error) {
+	lookup := func(entries []zpickle.Entry) (blkTabWalk, error) {
 		if wantMax {
 			if n := len(entries); n > 0 {
 				w.maxKey, w.found = entries[n-1].Key, true
@@ -493,14 +495,9 @@ func walkBlkTabRaw(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zod
 			return w, nil
 		}
 		i := sort.Search(len(entries), func(i int) bool { return entries[i].Key >= key })
-		if i == len(entries) || entries[i].Key != key {
-			return w, nil
+		if i < len(entries) && entries[i].Key == key {
+			w.zblk, w.found = entries[i].Value, true
 		}
-		ref, ok := entries[i].Value.(zref)
-		if !ok {
-			return w, malformedf("blktab value is %s, not a persistent ZBlk", pyTypeName(entries[i].Value))
-		}
-		w.zblk, w.found = ref, true
 		return w, nil
 	}
 
@@ -515,51 +512,34 @@ func walkBlkTabRaw(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zod
 		if err != nil {
 			return w, fmt.Errorf("blktab node %s: %w", oid, err)
 		}
-		class, x, err := decodeRecord(buf.Data)
+		n, err := zpickle.DecodeNode(buf.Data, zpickle.LO)
 		buf.Release()
 		if err != nil {
-			return w, fmt.Errorf("blktab node %s: %w", oid, err)
+			return w, fmt.Errorf("blktab node %s: %w", oid, malformed(err))
 		}
-		node := PathNode{Oid: oid, Serial: serial, Keys: keycov}
-
-		switch class {
-		case classLOBucket:
-			entries, err := decodeBucketState(loKeys, x)
-			if err != nil {
-				return w, fmt.Errorf("blktab node %s: %w", oid, err)
-			}
-			w.path = append(w.path, node)
-			return lookup(entries)
-
-		case classLOBTree:
-			st, err := decodeTreeState(loKeys, x)
-			if err != nil {
-				return w, fmt.Errorf("blktab node %s: %w", oid, err)
-			}
-			w.path = append(w.path, node)
-			if st.HasInline {
-				w.path = append(w.path, PathNode{Oid: zodb.InvalidOid, Serial: serial, Keys: keycov})
-				return lookup(st.Inline)
-			}
-			l := len(st.Children)
-			if l == 0 {
-				return w, nil // empty tree
-			}
-			i := l - 1
-			if !wantMax {
-				i = sort.Search(l, func(i int) bool { return i+1 == l || key < st.Keys[i+1] })
-			}
-			if i > 0 {
-				keycov.Lo = max(keycov.Lo, st.Keys[i])
-			}
-			if i+1 < l {
-				keycov.Hi_ = min(keycov.Hi_, st.Keys[i+1]-1)
-			}
-			oid = st.Children[i].Oid
-
-		default:
-			return w, malformedf("blktab node %s: class %s, expected %s or %s", oid, class, classLOBTree, classLOBucket)
+		w.path = append(w.path, PathNode{Oid: oid, Serial: serial, Keys: keycov})
+		switch {
+		case n.Kind == zpickle.Bucket:
+			return lookup(n.Entries)
+		case n.Inline:
+			w.path = append(w.path, PathNode{Oid: zodb.InvalidOid, Serial: serial, Keys: keycov})
+			return lookup(n.Entries)
 		}
+		l := len(n.Kids)
+		if l == 0 {
+			return w, nil // empty tree
+		}
+		i := l - 1
+		if !wantMax {
+			i = sort.Search(l, func(i int) bool { return i+1 == l || key < n.Keys[i+1] })
+		}
+		if i > 0 {
+			keycov.Lo = max(keycov.Lo, n.Keys[i])
+		}
+		if i+1 < l {
+			keycov.Hi_ = min(keycov.Hi_, n.Keys[i+1]-1)
+		}
+		oid = n.Kids[i]
 	}
 }
 
@@ -596,19 +576,10 @@ func precheckNode(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb
 		return nil
 	}
 	defer buf.Release()
-	class, x, err := decodeRecord(buf.Data)
-	if err != nil {
-		return err
+	if _, err := zpickle.DecodeNode(buf.Data, zpickle.LO); err != nil {
+		return malformed(err)
 	}
-	switch class {
-	case classLOBTree:
-		_, err = decodeTreeState(loKeys, x)
-	case classLOBucket:
-		_, err = decodeBucketState(loKeys, x)
-	default:
-		err = malformedf("class %s, expected %s or %s", class, classLOBTree, classLOBucket)
-	}
-	return err
+	return nil
 }
 
 // loadZBlk loads the ZBlk record oid as of at directly from stor and
@@ -629,21 +600,15 @@ func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid
 	}()
 
 	rec := buf.Data
-	class, _, ok := fastClass(rec)
-	var state any
-	decoded := false
-	if !ok {
-		class, state, err = decodeRecord(rec)
-		if err != nil {
-			return Hole, serial, fmt.Errorf("ZBlk %s: %w", oid, err)
-		}
-		decoded = true
+	class, err := zpickle.Class(rec)
+	if err != nil {
+		return Hole, serial, fmt.Errorf("ZBlk %s: %w", oid, malformed(err))
 	}
 	switch class {
 	case ClassZBlk0, ClassZBlk:
-		_, data, err := decodeBytesRecord(rec)
+		_, data, err := zpickle.DecodeBytes(rec)
 		if err != nil {
-			return FormatZBlk0, serial, fmt.Errorf("ZBlk0 %s: %w", oid, err)
+			return FormatZBlk0, serial, fmt.Errorf("ZBlk0 %s: %w", oid, malformed(err))
 		}
 		if int64(len(data)) > sink.blksize {
 			return FormatZBlk0, serial, fmt.Errorf("ZBlk0 %s: %w", oid,
@@ -659,11 +624,11 @@ func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid
 		return FormatZBlk0, serial, nil
 
 	case ClassZBlk1:
-		if !decoded {
-			_, state, err = decodeRecord(rec)
-		}
-		if err == nil {
-			err = loadZBlk1(ctx, stor, at, state, sink.get())
+		_, root, err := zpickle.DecodeRef(rec)
+		if err != nil {
+			err = malformed(err)
+		} else {
+			err = loadZBlk1(ctx, stor, at, root, sink.get())
 		}
 		if err != nil {
 			return FormatZBlk1, serial, fmt.Errorf("ZBlk1 %s: %w", oid, err)

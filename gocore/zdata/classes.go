@@ -14,20 +14,17 @@ import (
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	"lab.nexedi.com/kirr/neo/go/zodb/btree"
+
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
 // Class paths as written by wendelin.core.
 const (
-	ClassZBigFile = "wendelin.bigfile.file_zodb.ZBigFile"
-	ClassZBlk0    = "wendelin.bigfile.file_zodb.ZBlk0"
-	ClassZBlk     = "wendelin.bigfile.file_zodb.ZBlk" // legacy alias of ZBlk0
-	ClassZBlk1    = "wendelin.bigfile.file_zodb.ZBlk1"
-	ClassZData    = "wendelin.bigfile.file_zodb.ZData"
-
-	classIOBTree  = "BTrees.IOBTree.IOBTree"
-	classIOBucket = "BTrees.IOBTree.IOBucket"
-	classLOBTree  = "BTrees.LOBTree.LOBTree"
-	classLOBucket = "BTrees.LOBTree.LOBucket"
+	ClassZBigFile = zpickle.ClassZBigFile
+	ClassZBlk0    = zpickle.ClassZBlk0
+	ClassZBlk     = zpickle.ClassZBlk // legacy alias of ZBlk0
+	ClassZBlk1    = zpickle.ClassZBlk1
+	ClassZData    = zpickle.ClassZData
 )
 
 // MaxBlkSize is the largest blksize this package accepts. wendelin.core uses
@@ -89,8 +86,11 @@ func (f *zBigFileState) PySetState(pystate any) error {
 	if !ok || len(t) != 2 {
 		return malformedf("ZBigFile state: expected (blksize, blktab); got %s", pyTypeName(pystate))
 	}
-	blksize, err := checkBlkSize(t[0])
+	blksize, err := pickle.AsInt64(t[0])
 	if err != nil {
+		return malformedf("ZBigFile state: blksize: expected int; got %s", pyTypeName(t[0]))
+	}
+	if err := checkBlkSize(blksize); err != nil {
 		return err
 	}
 	blktab, ok := t[1].(*btree.LOBTree)
@@ -103,23 +103,56 @@ func (f *zBigFileState) PySetState(pystate any) error {
 }
 
 // checkBlkSize verifies a decoded blksize.
-func checkBlkSize(x any) (int64, error) {
-	blksize, err := pickle.AsInt64(x)
-	if err != nil {
-		return 0, malformedf("ZBigFile state: blksize: expected int; got %s", pyTypeName(x))
-	}
+func checkBlkSize(blksize int64) error {
 	if blksize <= 0 || blksize > MaxBlkSize {
-		return 0, malformedf("ZBigFile state: blksize %d out of range (0, %d]", blksize, MaxBlkSize)
+		return malformedf("ZBigFile state: blksize %d out of range (0, %d]", blksize, MaxBlkSize)
 	}
-	return blksize, nil
+	return nil
 }
 
-// persistentTypeName names a decoded value that should have been a persistent object.
+// persistentTypeName names a value decoded by neo/go that should have been a
+// persistent object.
 func persistentTypeName(x any) string {
 	if obj, ok := x.(zodb.IPersistent); ok {
 		return fmt.Sprintf("%s(%s)", className(obj), obj.POid())
 	}
 	return pyTypeName(x)
+}
+
+// pyTypeName returns a Python-like name of a value decoded by neo/go
+// (og-rek) for error messages.
+func pyTypeName(x any) string {
+	switch x := x.(type) {
+	case nil:
+		return "nothing"
+	case pickle.None:
+		return "None"
+	case bool:
+		return "bool"
+	case int64:
+		return "int"
+	case float64:
+		return "float"
+	case string:
+		return "unicode"
+	case pickle.Bytes:
+		return "bytes"
+	case pickle.ByteString:
+		return "str"
+	case pickle.Tuple:
+		return fmt.Sprintf("tuple[%d]", len(x))
+	case []any:
+		return "list"
+	case pickle.Dict, map[any]any:
+		return "dict"
+	case pickle.Class:
+		return "class " + x.Module + "." + x.Name
+	case pickle.Ref:
+		return "persistent reference"
+	case pickle.Call:
+		return "call " + x.Callable.Module + "." + x.Callable.Name
+	}
+	return fmt.Sprintf("%T", x)
 }
 
 // className returns the ZODB class of obj; for objects of classes unknown to

@@ -70,19 +70,20 @@
 // destination (not at all by LoadBlkShared for a ZBlk0 block that fills the
 // whole block).
 // For ZBlk1 the chunk-table nodes and then the chunks are loaded in parallel
-// and copied to their offsets as they arrive. Records are decoded by fast
-// paths for the opcodes ZODB writes (fastpickle.go) and by og-rek for
-// anything else, with identical results (fuzzed against each other).
-// Loading stops when ctx is canceled. LoadBlk and Size are safe for
+// and copied to their offsets as they arrive. Records are decoded by
+// gocore/internal/zpickle, the decoder of raw ZODB records shared with the
+// block-history package (a pickle machine for the opcodes Python's picklers
+// write, fuzzed against og-rek). Loading stops when ctx is canceled. LoadBlk and Size are safe for
 // concurrent use, also on one connection.
 //
 // # Robustness
 //
 // The blktab nodes are decoded by neo/go's btree package, which this package
-// shields from damaged data: the record of a node is checked by this
-// package's decoder before neo/go first decodes it (neo/go panics on one
+// shields from damaged data: the record of a node (and of a ZBigFile) is
+// checked by zpickle before neo/go first decodes it (neo/go panics on one
 // malformed LOBTree state and its pickle decoder can be made to take
-// exponential time), trees deeper than 64 levels (cycles) are refused, and a
+// exponential time; zpickle refuses what no valid state holds, dicts
+// included), trees deeper than 64 levels (cycles) are refused, and a
 // node neo/go cannot decode because a reference names an object ZBlk while
 // it is cached as ZBlk0 (or the reverse; real databases have both names for
 // one object across revisions) is read straight from the storage instead.

@@ -58,6 +58,12 @@ func malformedf(format string, argv ...any) error {
 	return &classError{class: ErrMalformed, msg: fmt.Sprintf(format, argv...)}
 }
 
+// malformed marks an error of the record decoder (a record that is not a
+// valid state of its class) as ErrMalformed.
+func malformed(err error) error {
+	return &classError{class: ErrMalformed, msg: err.Error()}
+}
+
 // classErrorf returns an error of the given class with the given message.
 func classErrorf(class error, format string, argv ...any) error {
 	return &classError{class: class, msg: fmt.Sprintf(format, argv...)}

@@ -21,6 +21,9 @@ import (
 	pickle "github.com/kisielk/og-rek"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
 const tblksize = 16 // block size of the in-memory test files
@@ -39,10 +42,10 @@ func baseRecs() map[zodb.Oid][]byte {
 	return map[zodb.Oid][]byte{
 		0: pk("persistent.mapping.PersistentMapping", map[any]any{"data": map[any]any{}}),
 		1: zfile(tblksize, 2),
-		2: pk(classLOBTree, inlineTree(int64(0), ref(3, ClassZBlk0), int64(1), ref(4, ClassZBlk1))),
+		2: pk(zpickle.ClassLOBTree, inlineTree(int64(0), ref(3, ClassZBlk0), int64(1), ref(4, ClassZBlk1))),
 		3: pk(ClassZBlk0, pickle.Bytes("abc")),
-		4: pk(ClassZBlk1, ref(5, classIOBTree)),
-		5: pk(classIOBTree, inlineTree(int64(0), ref(6, ClassZData), int64(8), ref(7, ClassZData))),
+		4: pk(ClassZBlk1, ref(5, zpickle.ClassIOBTree)),
+		5: pk(zpickle.ClassIOBTree, inlineTree(int64(0), ref(6, ClassZData), int64(8), ref(7, ClassZData))),
 		6: pk(ClassZData, pickle.Bytes("0123")),
 		7: pk(ClassZData, pickle.Bytes("xy")),
 	}
@@ -147,7 +150,7 @@ func TestBadData(t *testing.T) {
 		{"ZBigFile blksize huge", func(r map[zodb.Oid][]byte) { r[1] = zfile(1<<40, 2) },
 			opOpen, ErrMalformed, []string{"out of range"}},
 		{"ZBigFile blktab not LOBTree", func(r map[zodb.Oid][]byte) {
-			r[1] = pk(ClassZBigFile, pickle.Tuple{int64(16), ref(5, classIOBTree)})
+			r[1] = pk(ClassZBigFile, pickle.Tuple{int64(16), ref(5, zpickle.ClassIOBTree)})
 		}, opOpen, ErrMalformed, []string{"blktab must be a BTrees.LOBTree.LOBTree; got ref BTrees.IOBTree.IOBTree(0000000000000005)"}},
 		{"not a ZBigFile: root", nil, -1, ErrNotZBigFile, []string{"class persistent.mapping.PersistentMapping"}},
 		{"not a ZBigFile: unknown class", func(r map[zodb.Oid][]byte) { r[1] = pk("foo.Bar", int64(1)) },
@@ -157,8 +160,8 @@ func TestBadData(t *testing.T) {
 		{"blktab missing", func(r map[zodb.Oid][]byte) { delete(r, 2) },
 			opSize, nil, []string{"no such object", "size"}},
 		{"blktab value not persistent", func(r map[zodb.Oid][]byte) {
-			r[2] = pk(classLOBTree, inlineTree(int64(0), int64(7)))
-		}, opBlk0, ErrMalformed, []string{"blktab value is int, not a persistent ZBlk"}},
+			r[2] = pk(zpickle.ClassLOBTree, inlineTree(int64(0), int64(7)))
+		}, opBlk0, ErrMalformed, []string{"blktab node 0000000000000002", "value of key 0 is int, not a persistent reference"}},
 		{"unknown ZBlk class", func(r map[zodb.Oid][]byte) { r[3] = pk("foo.ZBlk9", pickle.Bytes("x")) },
 			opBlk0, ErrUnknownZBlk, []string{"ZBlk 0000000000000003: unknown ZBlk class foo.ZBlk9"}},
 		{"ZBlk missing", func(r map[zodb.Oid][]byte) { delete(r, 3) },
@@ -175,30 +178,30 @@ func TestBadData(t *testing.T) {
 			opBlk1, ErrMalformed, []string{"ZBlk1 0000000000000004", "got None"}},
 		{"ZBlk1 chunk table missing", func(r map[zodb.Oid][]byte) { delete(r, 5) },
 			opBlk1, nil, []string{"chunk table node 0000000000000005: oid missing"}},
-		{"ZBlk1 chunk table of wrong class", func(r map[zodb.Oid][]byte) { r[5] = pk(classLOBTree, pickle.None{}) },
+		{"ZBlk1 chunk table of wrong class", func(r map[zodb.Oid][]byte) { r[5] = pk(zpickle.ClassLOBTree, pickle.None{}) },
 			opBlk1, ErrMalformed, []string{"class BTrees.LOBTree.LOBTree, expected BTrees.IOBTree.IOBTree"}},
 		{"ZBlk1 negative offset", func(r map[zodb.Oid][]byte) {
-			r[5] = pk(classIOBTree, inlineTree(int64(-4), ref(6, ClassZData)))
+			r[5] = pk(zpickle.ClassIOBTree, inlineTree(int64(-4), ref(6, ClassZData)))
 		}, opBlk1, ErrMalformed, []string{"chunk offset -4 out of range"}},
 		{"ZBlk1 overlap", func(r map[zodb.Oid][]byte) {
-			r[5] = pk(classIOBTree, inlineTree(int64(0), ref(6, ClassZData), int64(2), ref(7, ClassZData)))
+			r[5] = pk(zpickle.ClassIOBTree, inlineTree(int64(0), ref(6, ClassZData), int64(2), ref(7, ClassZData)))
 		}, opBlk1, ErrMalformed, []string{"invalid data: chunk @0 (4 bytes) overlaps chunk @2"}},
 		{"ZBlk1 overrun", func(r map[zodb.Oid][]byte) {
-			r[5] = pk(classIOBTree, inlineTree(int64(0), ref(6, ClassZData), int64(15), ref(7, ClassZData)))
+			r[5] = pk(zpickle.ClassIOBTree, inlineTree(int64(0), ref(6, ClassZData), int64(15), ref(7, ClassZData)))
 		}, opBlk1, ErrMalformed, []string{"data longer than blksize 16: chunk @15 is 2 bytes"}},
 		{"ZBlk1 chunk beyond blksize", func(r map[zodb.Oid][]byte) {
-			r[5] = pk(classIOBTree, inlineTree(int64(100), ref(6, ClassZData)))
+			r[5] = pk(zpickle.ClassIOBTree, inlineTree(int64(100), ref(6, ClassZData)))
 		}, opBlk1, ErrMalformed, []string{"chunk @100 starts beyond blksize 16"}},
 		{"ZBlk1 duplicate offset across buckets", func(r map[zodb.Oid][]byte) {
-			r[5] = pk(classIOBTree, pickle.Tuple{pickle.Tuple{ref(8, classIOBucket), int64(8), ref(9, classIOBucket)}, ref(8, classIOBucket)})
-			r[8] = pk(classIOBucket, bucketState(int64(0), ref(6, ClassZData)))
-			r[9] = pk(classIOBucket, bucketState(int64(0), ref(7, ClassZData)))
+			r[5] = pk(zpickle.ClassIOBTree, pickle.Tuple{pickle.Tuple{ref(8, zpickle.ClassIOBucket), int64(8), ref(9, zpickle.ClassIOBucket)}, ref(8, zpickle.ClassIOBucket)})
+			r[8] = pk(zpickle.ClassIOBucket, bucketState(int64(0), ref(6, ClassZData)))
+			r[9] = pk(zpickle.ClassIOBucket, bucketState(int64(0), ref(7, ClassZData)))
 		}, opBlk1, ErrMalformed, []string{"offset 0 appears twice"}},
 		{"ZBlk1 chunk table cycle", func(r map[zodb.Oid][]byte) {
-			r[5] = pk(classIOBTree, pickle.Tuple{pickle.Tuple{ref(5, classIOBTree)}, ref(8, classIOBucket)})
+			r[5] = pk(zpickle.ClassIOBTree, pickle.Tuple{pickle.Tuple{ref(5, zpickle.ClassIOBTree)}, ref(8, zpickle.ClassIOBucket)})
 		}, opBlk1, ErrMalformed, []string{"deeper than 32 levels"}},
 		{"ZBlk1 bucket as root", func(r map[zodb.Oid][]byte) {
-			r[5] = pk(classIOBucket, bucketState(int64(0), ref(6, ClassZData)))
+			r[5] = pk(zpickle.ClassIOBucket, bucketState(int64(0), ref(6, ClassZData)))
 		}, opBlk1, ErrMalformed, []string{"class BTrees.IOBTree.IOBucket, expected BTrees.IOBTree.IOBTree"}},
 		{"ZData missing", func(r map[zodb.Oid][]byte) { delete(r, 7) },
 			opBlk1, nil, []string{"ZData 0000000000000007: oid missing"}},
@@ -207,13 +210,13 @@ func TestBadData(t *testing.T) {
 		{"ZData state not bytes", func(r map[zodb.Oid][]byte) { r[7] = pk(ClassZData, int64(3)) },
 			opBlk1, ErrMalformed, []string{"ZData 0000000000000007", "expected bytes; got int"}},
 		{"blktab cycle", func(r map[zodb.Oid][]byte) {
-			r[2] = pk(classLOBTree, pickle.Tuple{pickle.Tuple{ref(2, classLOBTree)}, ref(8, classLOBucket)})
+			r[2] = pk(zpickle.ClassLOBTree, pickle.Tuple{pickle.Tuple{ref(2, zpickle.ClassLOBTree)}, ref(8, zpickle.ClassLOBucket)})
 		}, opBlk0, ErrMalformed, []string{"blktab deeper than 64 levels"}},
 		{"size overflow", func(r map[zodb.Oid][]byte) {
-			r[2] = pk(classLOBTree, inlineTree(int64(math.MaxInt64/8), ref(3, ClassZBlk0)))
+			r[2] = pk(zpickle.ClassLOBTree, inlineTree(int64(math.MaxInt64/8), ref(3, ClassZBlk0)))
 		}, opSize, ErrSizeOverflow, []string{"size: largest block 1152921504606846975, blksize 16"}},
 		{"negative block key", func(r map[zodb.Oid][]byte) {
-			r[2] = pk(classLOBTree, inlineTree(int64(-5), ref(3, ClassZBlk0)))
+			r[2] = pk(zpickle.ClassLOBTree, inlineTree(int64(-5), ref(3, ClassZBlk0)))
 		}, opSize, ErrMalformed, []string{"largest block number -5 is negative"}},
 	}
 
@@ -263,28 +266,28 @@ func TestBadData(t *testing.T) {
 
 // TestMissing checks the messages for oids that do not exist, or not yet.
 func TestMissing(t *testing.T) {
-	m, fsPath := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	_, db := openTestDB(t, fsPath)
 	ctx := context.Background()
 
 	zc := openTestConn(t, db, 0)
 	_, err := zc.LoadZBigFile(ctx, 0xdead)
 	var noObj *zodb.NoObjectError
-	if !errors.As(err, &noObj) || !strings.Contains(err.Error(), "zdata: load ZBigFile 000000000000dead @"+m.Head+": oid missing") {
+	if !errors.As(err, &noObj) || !strings.Contains(err.Error(), "zdata: load ZBigFile 000000000000dead @"+m.Head.String()+": oid missing") {
 		t.Errorf("missing oid: %v", err)
 	}
 
 	// zf4k is created in a later transaction
-	first := mustTid(t, m.Transactions[1].Tid)
+	first := m.Transactions[1].Tid
 	zc1 := openTestConn(t, db, first)
-	_, err = zc1.LoadZBigFile(ctx, mustOid(t, m.Files["zf4k"].Oid))
+	_, err = zc1.LoadZBigFile(ctx, m.Files["zf4k"].Oid)
 	var noData *zodb.NoDataError
 	if !errors.As(err, &noData) || !strings.Contains(err.Error(), "@"+first.String()+": oid missing") {
 		t.Errorf("not yet created: %v", err)
 	}
 
 	// a ZBlk0 and a LOBTree are not ZBigFiles
-	for oid, class := range map[zodb.Oid]string{0xa3: ClassZBlk0, 5: classLOBTree} {
+	for oid, class := range map[zodb.Oid]string{0xa3: ClassZBlk0, 5: zpickle.ClassLOBTree} {
 		_, err = zc.LoadZBigFile(ctx, oid)
 		if !errors.Is(err, ErrNotZBigFile) || !strings.Contains(err.Error(), "not a ZBigFile: class "+class) {
 			t.Errorf("oid %s: %v", oid, err)
@@ -307,7 +310,7 @@ func TestMissing(t *testing.T) {
 // history: every file matches the manifest at the storage's (new) head,
 // or gives an error; nothing panics.
 func TestTruncated(t *testing.T) {
-	m, fsPath := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	orig, err := os.ReadFile(fsPath)
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +337,7 @@ func TestTruncated(t *testing.T) {
 			head := stor.Head()
 			txi := -1
 			for i, txn := range m.Transactions {
-				if mustTid(t, txn.Tid) == head {
+				if txn.Tid == head {
 					txi = i
 				}
 			}
@@ -361,7 +364,7 @@ func TestTruncated(t *testing.T) {
 			nok := 0
 		files:
 			for name, want := range m.Transactions[txi].Files {
-				f, err := zc.LoadZBigFile(ctx, mustOid(t, m.Files[name].Oid))
+				f, err := zc.LoadZBigFile(ctx, m.Files[name].Oid)
 				if err != nil {
 					checkErr(name, err)
 					continue
@@ -394,7 +397,7 @@ func TestTruncated(t *testing.T) {
 // chunk-table buckets in a copy of small.fs: every non-hole block read gives
 // an unknown-class or malformed-data error.
 func TestCorruptedCopy(t *testing.T) {
-	m, fsPath := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	orig, err := os.ReadFile(fsPath)
 	if err != nil {
 		t.Fatal(err)
@@ -411,7 +414,7 @@ func TestCorruptedCopy(t *testing.T) {
 	last := m.Transactions[len(m.Transactions)-1]
 	nerr := 0
 	for name := range last.Files {
-		f, err := zc.LoadZBigFile(ctx, mustOid(t, m.Files[name].Oid))
+		f, err := zc.LoadZBigFile(ctx, m.Files[name].Oid)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -444,15 +447,15 @@ func TestCorruptedCopy(t *testing.T) {
 // the object under one name must still read the block after resyncing.
 func TestLegacyZBlkName(t *testing.T) {
 	for _, names := range [][2]string{{ClassZBlk, ClassZBlk0}, {ClassZBlk0, ClassZBlk}} {
-		t.Run(classShort(names[0])+"->"+classShort(names[1]), func(t *testing.T) {
+		t.Run(zpickle.Short(names[0])+"->"+zpickle.Short(names[1]), func(t *testing.T) {
 			ctx := context.Background()
 			db, zurl := newMemDB(t)
 			r1 := baseRecs()
 			r1[3] = pk(names[0], pickle.Bytes("old name"))
-			r1[2] = pk(classLOBTree, inlineTree(int64(0), ref(3, names[0]), int64(1), ref(4, ClassZBlk1)))
+			r1[2] = pk(zpickle.ClassLOBTree, inlineTree(int64(0), ref(3, names[0]), int64(1), ref(4, ClassZBlk1)))
 			db.commit(1, r1)
 			db.commit(2, map[zodb.Oid][]byte{
-				2: pk(classLOBTree, inlineTree(int64(0), ref(3, names[1]), int64(2), ref(4, ClassZBlk1))),
+				2: pk(zpickle.ClassLOBTree, inlineTree(int64(0), ref(3, names[1]), int64(2), ref(4, ClassZBlk1))),
 			})
 			_, zdb := openTestDB(t, zurl)
 			zc := openTestConn(t, zdb, 1)

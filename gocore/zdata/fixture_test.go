@@ -14,14 +14,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
-
-	pickle "github.com/kisielk/og-rek"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
@@ -33,38 +29,6 @@ import (
 func fixtureDir(t testing.TB) string {
 	t.Helper()
 	return testdb.SharedZODB(t)
-}
-
-// smallFixture returns the manifest small.json and the path of small.fs.
-func smallFixture(t testing.TB) (manifest, string) {
-	t.Helper()
-	dir := fixtureDir(t)
-	var m manifest
-	loadJSON(t, filepath.Join(dir, "small.json"), &m)
-	return m, filepath.Join(dir, "small.fs")
-}
-
-// manifest is the format of small.json.
-type manifest struct {
-	Head  string `json:"head"`
-	Files map[string]struct {
-		Oid     string `json:"oid"`
-		BlkSize int64  `json:"blksize"`
-	} `json:"files"`
-	Transactions []struct {
-		Tid         string `json:"tid"`
-		Description string `json:"description"`
-		Files       map[string]struct {
-			Size   int64  `json:"size"`
-			Sha256 string `json:"sha256"`
-			Blocks map[string]struct {
-				Fmt     string `json:"fmt"`
-				Oid     string `json:"oid"`
-				DataLen int    `json:"datalen"`
-				Sha256  string `json:"sha256"`
-			} `json:"blocks"`
-		} `json:"files"`
-	} `json:"transactions"`
 }
 
 func loadJSON(t testing.TB, path string, v any) {
@@ -85,15 +49,6 @@ func mustOid(t testing.TB, s string) zodb.Oid {
 		t.Fatal(err)
 	}
 	return oid
-}
-
-func mustTid(t testing.TB, s string) zodb.Tid {
-	t.Helper()
-	tid, err := zodb.ParseTid(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tid
 }
 
 func sha256hex(data []byte) string {
@@ -138,20 +93,18 @@ func openTestConn(t testing.TB, db *zodb.DB, at zodb.Tid) *ZConn {
 // fresh connection, and once more through one connection resynced forward
 // from the first transaction to the last (the server's head connection).
 func TestSmallFixture(t *testing.T) {
-	m, fsPath := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	_, db := openTestDB(t, fsPath)
 	ctx := context.Background()
 
-	check := func(t *testing.T, zc *ZConn, txi int) {
-		txn := m.Transactions[txi]
-		at := mustTid(t, txn.Tid)
+	check := func(t *testing.T, zc *ZConn, txn *testdb.Txn) {
+		at := txn.Tid
 		if zc.At() != at {
 			t.Fatalf("conn at %s, want %s", zc.At(), at)
 		}
 		for name, meta := range m.Files {
 			want, exists := txn.Files[name]
-			oid := mustOid(t, meta.Oid)
-			f, err := zc.LoadZBigFile(ctx, oid)
+			f, err := zc.LoadZBigFile(ctx, meta.Oid)
 			if !exists {
 				if err == nil {
 					// the object may exist before being linked from root
@@ -200,20 +153,20 @@ func TestSmallFixture(t *testing.T) {
 				}
 				shared.Release()
 				shared.Release() // no-op
-				wb, stored := want.Blocks[strconv.FormatInt(blk, 10)]
+				wb, stored := want.Blocks[blk]
 				if !stored {
 					if info.Format != Hole || info.ZBlk != 0 {
 						t.Errorf("@%s %s blk %d: got %s %s, want hole", at, name, blk, info.Format, info.ZBlk)
 					}
 					continue
 				}
-				if info.Format.String() != wb.Fmt || info.ZBlk != mustOid(t, wb.Oid) {
+				if info.Format.String() != wb.Fmt || info.ZBlk != wb.Oid {
 					t.Errorf("@%s %s blk %d: got %s %s, want %s %s", at, name, blk, info.Format, info.ZBlk, wb.Fmt, wb.Oid)
 				}
 				if got := sha256hex(data); got != wb.Sha256 {
 					t.Errorf("@%s %s blk %d: sha256 %s, want %s", at, name, blk, got, wb.Sha256)
 				}
-				if n := len(strings.TrimRight(string(data), "\x00")); n != wb.DataLen {
+				if n := int64(len(bytes.TrimRight(data, "\x00"))); n != wb.DataLen {
 					t.Errorf("@%s %s blk %d: datalen %d, want %d", at, name, blk, n, wb.DataLen)
 				}
 				if info.ZRev == 0 || info.ZRev > at || info.RevMax < info.ZRev || info.RevMax > at {
@@ -227,22 +180,21 @@ func TestSmallFixture(t *testing.T) {
 		}
 	}
 
-	for txi := range m.Transactions {
-		txi := txi
-		t.Run("at="+m.Transactions[txi].Tid, func(t *testing.T) {
+	for _, txn := range m.Transactions {
+		t.Run("at="+txn.Tid.String(), func(t *testing.T) {
 			t.Parallel()
-			zc := openTestConn(t, db, mustTid(t, m.Transactions[txi].Tid))
-			check(t, zc, txi)
+			zc := openTestConn(t, db, txn.Tid)
+			check(t, zc, txn)
 		})
 	}
 	t.Run("resync", func(t *testing.T) {
 		t.Parallel()
-		zc := openTestConn(t, db, mustTid(t, m.Transactions[0].Tid))
-		for txi := range m.Transactions {
-			if err := zc.Resync(ctx, mustTid(t, m.Transactions[txi].Tid)); err != nil {
+		zc := openTestConn(t, db, m.Transactions[0].Tid)
+		for _, txn := range m.Transactions {
+			if err := zc.Resync(ctx, txn.Tid); err != nil {
 				t.Fatal(err)
 			}
-			check(t, zc, txi)
+			check(t, zc, txn)
 		}
 	})
 }
@@ -294,7 +246,10 @@ func TestUpstreamFixtures(t *testing.T) {
 		t.Run(file, func(t *testing.T) {
 			t.Parallel()
 			stor, db := openTestDB(t, filepath.Join(dir, file))
-			head := mustTid(t, m.Head)
+			head, err := zodb.ParseTid(m.Head)
+			if err != nil {
+				t.Fatal(err)
+			}
 			if stor.Head() != head {
 				t.Errorf("head %s, want %s", stor.Head(), head)
 			}
@@ -348,81 +303,13 @@ func TestUpstreamFixtures(t *testing.T) {
 	}
 }
 
-// TestFastPaths checks that the fast decoders take every record of the
-// genuine fixtures they are meant for (Python 2 and 3 pickles), with the
-// same result as og-rek.
-func TestFastPaths(t *testing.T) {
-	dir := fixtureDir(t)
-	files, _ := filepath.Glob(filepath.Join(dir, "upstream", "*.fs"))
-	files = append(files, filepath.Join(dir, "small.fs"))
-	for _, path := range files {
-		n := map[string]int{}
-		forEachRecord(t, path, func(oid zodb.Oid, rec []byte) {
-			class := zodb.PyData(rec).ClassName()
-			switch class {
-			case ClassZBlk0, ClassZBlk, ClassZData:
-				c, n1, ok1 := fastClass(rec)
-				_, ok2 := fastBytes(rec[n1:])
-				if !ok1 || !ok2 || c != class {
-					t.Errorf("%s: %s %s: bytes fast path not taken", filepath.Base(path), class, oid)
-				}
-			case ClassZBlk1, ClassZBigFile, classIOBTree, classIOBucket, classLOBTree, classLOBucket:
-				c, state, ok := fastRecord(rec)
-				if !ok || c != class {
-					t.Errorf("%s: %s %s: fast record path not taken", filepath.Base(path), class, oid)
-					return
-				}
-				// og-rek, directly
-				dec := pickle.NewDecoderWithConfig(bytes.NewReader(rec), &pickle.DecoderConfig{StrictUnicode: true, PersistentLoad: loadRef})
-				dec.Decode()
-				y, err := dec.Decode()
-				if err != nil || !reflect.DeepEqual(state, y) {
-					t.Errorf("%s: %s %s: fast %#v, og-rek %#v %v", filepath.Base(path), class, oid, state, y, err)
-				}
-			default:
-				return
-			}
-			n[class]++
-		})
-		t.Logf("%s: %v", filepath.Base(path), n)
-	}
-}
-
-// forEachRecord calls f with every data record of the FileStorage at path.
-func forEachRecord(t testing.TB, path string, f func(oid zodb.Oid, rec []byte)) {
-	t.Helper()
-	ctx := context.Background()
-	stor, err := OpenStorage(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stor.Close()
-	it := stor.Iterate(ctx, 0, zodb.TidMax)
-	for {
-		_, dit, err := it.NextTxn(ctx)
-		if err != nil {
-			break
-		}
-		for {
-			d, err := dit.NextData(ctx)
-			if err != nil {
-				break
-			}
-			if d.Data != nil {
-				f(d.Oid, d.Data)
-			}
-		}
-	}
-}
-
 // TestConcurrentLoads reads every block of every file of small.fs at head
 // from many goroutines through one connection (run with -race).
 func TestConcurrentLoads(t *testing.T) {
-	m, fsPath := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	_, db := openTestDB(t, fsPath)
 	zc := openTestConn(t, db, 0)
 	ctx := zc.Ctx(context.Background())
-	head := m.Transactions[len(m.Transactions)-1]
 
 	type job struct {
 		f    *ZBigFile
@@ -430,14 +317,13 @@ func TestConcurrentLoads(t *testing.T) {
 		want string
 	}
 	var jobs []job
-	for name, fs := range head.Files {
-		f, err := zc.LoadZBigFile(context.Background(), mustOid(t, m.Files[name].Oid))
+	for name, fs := range m.Last().Files {
+		f, err := zc.LoadZBigFile(context.Background(), fs.Oid)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("%s: %v", name, err)
 		}
-		for b, blk := range fs.Blocks {
-			n, _ := strconv.ParseInt(b, 10, 64)
-			jobs = append(jobs, job{f, n, blk.Sha256})
+		for blk, b := range fs.Blocks {
+			jobs = append(jobs, job{f, blk, b.Sha256})
 		}
 	}
 	var wg sync.WaitGroup

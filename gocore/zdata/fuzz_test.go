@@ -3,12 +3,14 @@
 
 package zdata
 
-// Fuzz targets for the decoding of records, object states and ZBlk1 chunk
-// tables. Seed corpora are in testdata/fuzz/<Target>/; they are records of
-// the genuine ZODB fixtures (regenerate with ZDATA_GEN_SEEDS=1, see
-// TestGenFuzzSeeds) plus hand-written cases.
+// Fuzz targets for reading files made of damaged records, through the whole
+// stack, and for ZBlk1 chunk tables. (The record decoder itself is fuzzed
+// against og-rek in gocore/internal/zpickle.) Seed corpora are in
+// testdata/fuzz/<Target>/; they are records of the genuine ZODB fixtures
+// (regenerate with ZDATA_GEN_SEEDS=1, see TestGenFuzzSeeds) plus
+// hand-written cases.
 //
-//	go test -run=NONE -fuzz=FuzzBytesRecord -fuzztime=1m ./gocore/zdata
+//	go test -run=NONE -fuzz=FuzzObjectState -fuzztime=1m ./gocore/zdata
 
 import (
 	"bytes"
@@ -19,7 +21,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sort"
 	"strconv"
 	"testing"
@@ -27,95 +28,10 @@ import (
 	pickle "github.com/kisielk/og-rek"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
-
-// FuzzBytesRecord feeds arbitrary records to the ZBlk0/ZData decoder and
-// checks its fast path against og-rek: whenever the fast path accepts a
-// record, og-rek must decode the same class and the same bytes.
-func FuzzBytesRecord(f *testing.F) {
-	f.Add(pk(ClassZBlk0, pickle.Bytes("abc")))
-	f.Add(pk(ClassZData, pickle.Bytes(bytes.Repeat([]byte{1}, 300))))
-	f.Add([]byte("cwendelin.bigfile.file_zodb\nZBlk\nq\x01.U\x03abcq\x02."))                            // py2, protocol 1
-	f.Add([]byte("\x80\x02cwendelin.bigfile.file_zodb\nZData\nq\x01.\x80\x02T\x01\x00\x00\x00zq\x02.")) // py2 BINSTRING
-	f.Add([]byte("\x80\x03cwendelin.bigfile.file_zodb\nZBlk0\n\x94.\x80\x03C\x00\x94."))
-	f.Add([]byte("(cwendelin.bigfile.file_zodb\nZBlk0\nNt.S'x\\x00y'\np1\n.")) // protocol 0, tuple class
-	f.Fuzz(func(t *testing.T, rec []byte) {
-		class, data, err := decodeBytesRecord(rec)
-		if err != nil && !errors.Is(err, ErrMalformed) {
-			t.Fatalf("error not classified as malformed: %v", err)
-		}
-
-		fclass, n, ok := fastClass(rec)
-		if !ok {
-			return
-		}
-		fdata, ok := fastBytes(rec[n:])
-		if !ok {
-			return
-		}
-		if err != nil || class != fclass || !bytes.Equal(data, fdata) {
-			t.Fatalf("decodeBytesRecord = %q %q %v; fast path = %q %q", class, data, err, fclass, fdata)
-		}
-		oclass, x, oerr := decodeRecord(rec)
-		if oerr != nil {
-			if bytes.IndexByte(rec[n:], opBinbytes8) >= 0 {
-				return // og-rek does not know BINBYTES8
-			}
-			t.Fatalf("fast path accepts %q but og-rek fails: %v", rec, oerr)
-		}
-		ob, err := pickle.AsBytes(x)
-		if oclass != fclass || err != nil || string(ob) != string(fdata) {
-			t.Fatalf("fast path: %q %q; og-rek: %q %#v", fclass, fdata, oclass, x)
-		}
-	})
-}
-
-// FuzzRecord feeds arbitrary records to the general decoders: record,
-// ZBigFile state, chunk-table node states.
-func FuzzRecord(f *testing.F) {
-	for _, rec := range baseRecs() {
-		f.Add(rec)
-	}
-	f.Add(pk(classIOBTree, pickle.Tuple{pickle.Tuple{ref(8, classIOBucket), int64(8), ref(9, classIOBucket)}, ref(8, classIOBucket)}))
-	f.Add(pk(classIOBucket, pickle.Tuple{pickle.Tuple{int64(0), ref(6, ClassZData)}, ref(9, classIOBucket)}))
-	f.Fuzz(func(t *testing.T, rec []byte) {
-		class, x, err := decodeRecord(rec)
-		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error not classified as malformed: %v", err)
-			}
-			return
-		}
-		st, err := DecodeZBigFile(rec)
-		if err == nil {
-			if class != ClassZBigFile || st.BlkSize <= 0 || st.BlkSize > MaxBlkSize {
-				t.Fatalf("DecodeZBigFile accepted %q: %+v", class, st)
-			}
-		}
-		for _, kk := range []keyKind{ioKeys, loKeys} {
-			st, err := decodeTreeState(kk, x)
-			if err == nil {
-				for i, k := range st.Keys {
-					if k < kk.min || k > kk.max || i > 1 && k <= st.Keys[i-1] {
-						t.Fatalf("bad keys accepted: %v", st.Keys)
-					}
-				}
-				if len(st.Keys) != len(st.Children) {
-					t.Fatalf("%d keys, %d children", len(st.Keys), len(st.Children))
-				}
-			}
-			entries, err := decodeBucketState(kk, x)
-			if err == nil {
-				for i, e := range entries {
-					if e.Key < kk.min || e.Key > kk.max || i > 0 && e.Key <= entries[i-1].Key {
-						t.Fatalf("bad keys accepted: %v", entries)
-					}
-				}
-			}
-		}
-		_ = pyTypeName(x)
-	})
-}
 
 // FuzzObjectState replaces the state of one object of a small valid
 // database (baseRecs, oid = which%8) with arbitrary bytes, keeping its class
@@ -124,17 +40,13 @@ func FuzzRecord(f *testing.F) {
 // must be consistent.
 func FuzzObjectState(f *testing.F) {
 	for oid, rec := range baseRecs() {
-		_, n, ok := fastClass(rec)
-		if !ok {
-			panic("baseRecs: unexpected class pickle")
-		}
-		f.Add(uint8(oid), rec[n:])
+		f.Add(uint8(oid), rec[classLen(rec):])
 	}
-	f.Add(uint8(2), pk("x", pickle.Tuple{pickle.Tuple{ref(2, classLOBTree)}, ref(2, classLOBTree)})[len(pk("x", nil)):])
+	f.Add(uint8(2), pk("x", pickle.Tuple{pickle.Tuple{ref(2, zpickle.ClassLOBTree)}, ref(2, zpickle.ClassLOBTree)})[len(pk("x", nil)):])
 	f.Fuzz(func(t *testing.T, which uint8, state []byte) {
 		recs := baseRecs()
 		oid := zodb.Oid(which % 8)
-		_, n, _ := fastClass(recs[oid])
+		n := classLen(recs[oid])
 		recs[oid] = append(recs[oid][:n:n], state...)
 		readAll(t, recs)
 	})
@@ -218,22 +130,22 @@ func FuzzZBlk1Assembly(f *testing.F) {
 			return kv
 		}
 		if fanout == 0 {
-			recs[5] = pk(classIOBTree, inlineTree(kv(ents, 0)...))
+			recs[5] = pk(zpickle.ClassIOBTree, inlineTree(kv(ents, 0)...))
 		} else {
 			var kids pickle.Tuple
 			for b, i := 0, 0; i < len(ents); b, i = b+1, i+int(fanout) {
 				part := ents[i:min(i+int(fanout), len(ents))]
 				boid := zodb.Oid(100 + b)
-				recs[boid] = pk(classIOBucket, bucketState(kv(part, i)...))
+				recs[boid] = pk(zpickle.ClassIOBucket, bucketState(kv(part, i)...))
 				if b > 0 {
 					kids = append(kids, int64(part[0].off))
 				}
-				kids = append(kids, ref(boid, classIOBucket))
+				kids = append(kids, ref(boid, zpickle.ClassIOBucket))
 			}
 			if len(kids) == 0 {
-				recs[5] = pk(classIOBTree, pickle.None{})
+				recs[5] = pk(zpickle.ClassIOBTree, pickle.None{})
 			} else {
-				recs[5] = pk(classIOBTree, pickle.Tuple{kids, kids[0]})
+				recs[5] = pk(zpickle.ClassIOBTree, pickle.Tuple{kids, kids[0]})
 			}
 		}
 
@@ -291,31 +203,50 @@ func TestGenFuzzSeeds(t *testing.T) {
 	files = append(files, up...)
 	seen := map[string]bool{}
 	for _, path := range files {
-		forEachRecord(t, path, func(_ zodb.Oid, rec []byte) {
-			if len(rec) > 8192 {
+		stor, _ := openTestDB(t, path)
+		testdb.EachRecord(context.Background(), t, stor, func(_ *zodb.TxnInfo, d *zodb.DataInfo) {
+			if d == nil || d.Data == nil || len(d.Data) > 8192 {
 				return
 			}
-			class := zodb.PyData(rec).ClassName()
+			rec := d.Data
+			class, err := zpickle.Class(rec)
 			key := class + fmt.Sprint(len(rec)/512)
-			if seen[key] {
+			if err != nil || seen[key] {
 				return
 			}
 			seen[key] = true
-			switch class {
-			case ClassZBlk0, ClassZBlk, ClassZData:
-				writeSeed(t, "FuzzBytesRecord", rec)
-			}
-			writeSeed(t, "FuzzRecord", rec)
-			writeSeed(t, "FuzzFastRecord", rec)
-			if _, n, ok := fastClass(rec); ok {
-				for oid, c := range map[uint8]string{1: ClassZBigFile, 2: classLOBTree, 3: ClassZBlk0, 4: ClassZBlk1, 5: classIOBTree, 6: ClassZData} {
-					if c == class {
-						writeSeed(t, "FuzzObjectState", oid, rec[n:])
-					}
+			for oid, c := range map[uint8]string{1: ClassZBigFile, 2: zpickle.ClassLOBTree, 3: ClassZBlk0, 4: ClassZBlk1, 5: zpickle.ClassIOBTree, 6: ClassZData} {
+				if c == class {
+					writeSeed(t, "FuzzObjectState", oid, rec[classLen(rec):])
 				}
 			}
 		})
 	}
+}
+
+// classLen returns the length of the class pickle of a record as ZODB and
+// og-rek write it for classes without __getnewargs__: [PROTO n] GLOBAL
+// module\nname\n [memo put] STOP.
+func classLen(rec []byte) int {
+	i := 0
+	if len(rec) > 2 && rec[0] == 0x80 {
+		i = 2
+	}
+	for k := 0; k < 2; k++ {
+		i += bytes.IndexByte(rec[i:], '\n') + 1
+	}
+	switch rec[i] {
+	case 'q':
+		i += 2
+	case 'r':
+		i += 5
+	case 0x94:
+		i++
+	}
+	if rec[i] != '.' {
+		panic(fmt.Sprintf("classLen: unexpected class pickle %q", rec))
+	}
+	return i + 1
 }
 
 // writeSeed writes one corpus entry in the format of `go test -fuzz`.
@@ -340,39 +271,4 @@ func writeSeed(t *testing.T, target string, args ...any) {
 	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("fixture-%x", h[:8])), b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// FuzzFastRecord checks the fast pickle machine against og-rek: whenever it
-// decodes a record, og-rek must decode the same class and an identical state.
-func FuzzFastRecord(f *testing.F) {
-	for _, rec := range baseRecs() {
-		f.Add(rec)
-	}
-	f.Add([]byte("(cwendelin.bigfile.file_zodb\nZBlk1\nq\x01Nt.((U\x08\x00\x00\x00\x00\x00\x00\x00\x05q\x02cBTrees.IOBTree\nIOBTree\nq\x03tQ)\x85."))
-	f.Add([]byte("\x80\x02cBTrees.IOBTree\nIOBucket\nq\x01.\x80\x02((K\x00U\x08\x00\x00\x00\x00\x00\x00\x00\x06q\x02cwendelin.bigfile.file_zodb\nZData\nq\x03\x86QM\x00\x10U\x08\x00\x00\x00\x00\x00\x00\x00\x07h\x03\x86Qtq\x04\x85q\x05."))
-	f.Fuzz(func(t *testing.T, rec []byte) {
-		class, state, ok := fastRecord(rec)
-		if !ok {
-			return
-		}
-		d := pickle.NewDecoderWithConfig(bytes.NewReader(rec), &pickle.DecoderConfig{
-			StrictUnicode:  true,
-			PersistentLoad: loadRef,
-		})
-		x, err := d.Decode()
-		if err != nil {
-			t.Fatalf("fast path decodes %q, og-rek fails on the class: %v", rec, err)
-		}
-		oclass, err := pyClass(x)
-		if err != nil || oclass != class {
-			t.Fatalf("class: fast %q, og-rek %q %v", class, oclass, err)
-		}
-		y, err := d.Decode()
-		if err != nil {
-			t.Fatalf("fast path decodes %q, og-rek fails on the state: %v", rec, err)
-		}
-		if !reflect.DeepEqual(state, y) {
-			t.Fatalf("state of %q:\nfast   %#v\nog-rek %#v", rec, state, y)
-		}
-	})
 }

@@ -27,6 +27,8 @@ import (
 
 	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
 // memDB is the content of one in-memory database: per oid, its revisions.
@@ -208,7 +210,7 @@ func inlineTree(kv ...any) pickle.Tuple {
 
 // zfile returns a ZBigFile record.
 func zfile(blksize int64, blktab zodb.Oid) []byte {
-	return pk(ClassZBigFile, pickle.Tuple{blksize, ref(blktab, classLOBTree)})
+	return pk(ClassZBigFile, pickle.Tuple{blksize, ref(blktab, zpickle.ClassLOBTree)})
 }
 
 // openMem opens an in-memory database and a connection at its head.

@@ -7,9 +7,9 @@ import (
 	"context"
 	"fmt"
 
-	pickle "github.com/kisielk/og-rek"
-
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
 // ZBigFileState is the decoded state of a ZBigFile record.
@@ -25,30 +25,20 @@ type ZBigFileState struct {
 // records with IStorage.Load and decode them here. A record of another class
 // is ErrNotZBigFile; a bad state is ErrMalformed.
 func DecodeZBigFile(rec []byte) (ZBigFileState, error) {
-	class, decodeState, err := decodeRecordClass(rec)
-	if err != nil {
-		return ZBigFileState{}, err
-	}
-	if class != ClassZBigFile {
+	class, st, err := zpickle.DecodeZBigFile(rec)
+	if class != "" && class != ClassZBigFile {
 		return ZBigFileState{}, classErrorf(ErrNotZBigFile, "not a ZBigFile: class %s", class)
 	}
-	x, err := decodeState()
 	if err != nil {
+		return ZBigFileState{}, malformed(err)
+	}
+	if err := checkBlkSize(st.BlkSize); err != nil {
 		return ZBigFileState{}, err
 	}
-	t, ok := x.(pickle.Tuple)
-	if !ok || len(t) != 2 {
-		return ZBigFileState{}, malformedf("ZBigFile state: expected (blksize, blktab); got %s", pyTypeName(x))
+	if c := st.BlkTab.Class; c != "" && c != zpickle.ClassLOBTree {
+		return ZBigFileState{}, malformedf("ZBigFile state: blktab must be a BTrees.LOBTree.LOBTree; got %s", st.BlkTab)
 	}
-	blksize, err := checkBlkSize(t[0])
-	if err != nil {
-		return ZBigFileState{}, err
-	}
-	ref, ok := t[1].(zref)
-	if !ok || !(ref.Class == "" || ref.Class == classLOBTree) {
-		return ZBigFileState{}, malformedf("ZBigFile state: blktab must be a BTrees.LOBTree.LOBTree; got %s", pyTypeName(t[1]))
-	}
-	return ZBigFileState{BlkSize: blksize, BlkTab: ref.Oid}, nil
+	return ZBigFileState{BlkSize: st.BlkSize, BlkTab: st.BlkTab.Oid}, nil
 }
 
 // LoadZBigFileState loads the ZBigFile record oid as of at from stor and

@@ -17,6 +17,8 @@ import (
 
 	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
 // chunk is one entry of a ZBlk1 chunk table.
@@ -32,13 +34,9 @@ const maxChunkTabDepth = 32
 // loadParallel is how many records of one block are loaded at once.
 var loadParallel = max(16, 4*runtime.GOMAXPROCS(0))
 
-// loadZBlk1 assembles the block of a ZBlk1 whose decoded state is x.
-func loadZBlk1(ctx context.Context, stor zodb.Loader, at zodb.Tid, x any, dst []byte) error {
-	root, ok := x.(zref)
-	if !ok {
-		return malformedf("state: expected a reference to a BTrees.IOBTree.IOBTree; got %s", pyTypeName(x))
-	}
-	if root.Class != "" && root.Class != classIOBTree {
+// loadZBlk1 assembles the block of a ZBlk1 whose state is root.
+func loadZBlk1(ctx context.Context, stor zodb.Loader, at zodb.Tid, root zpickle.Ref, dst []byte) error {
+	if root.Class != "" && root.Class != zpickle.ClassIOBTree {
 		return malformedf("state: expected a reference to a BTrees.IOBTree.IOBTree; got %s", root)
 	}
 
@@ -115,47 +113,23 @@ func loadIONode(ctx context.Context, stor zodb.Loader, at zodb.Tid, oid zodb.Oid
 		}
 	}()
 
-	class, x, err := decodeRecord(buf.Data)
+	n, err := zpickle.DecodeNode(buf.Data, zpickle.IO)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, malformed(err)
 	}
-	var bucket []bucketEntry
 	switch {
-	case class == classIOBTree:
-		st, err := decodeTreeState(ioKeys, x)
-		if err != nil || !st.HasInline {
-			for _, c := range st.Children {
-				children = append(children, c.Oid)
-			}
-			return children, nil, err
-		}
-		bucket = st.Inline
-	case class == classIOBucket && !root:
-		bucket, err = decodeBucketState(ioKeys, x)
-		if err != nil {
-			return nil, nil, err
-		}
-	default:
-		want := classIOBTree
-		if !root {
-			want += " or " + classIOBucket
-		}
-		return nil, nil, malformedf("class %s, expected %s", class, want)
+	case n.Kind == zpickle.Bucket && root:
+		return nil, nil, malformedf("class %s, expected %s", zpickle.ClassIOBucket, zpickle.ClassIOBTree)
+	case n.Kind == zpickle.Tree && !n.Inline:
+		return n.Kids, nil, nil
 	}
 
-	entries = make([]chunk, len(bucket))
-	for i, e := range bucket {
+	entries = make([]chunk, len(n.Entries))
+	for i, e := range n.Entries {
 		if e.Key < 0 {
 			return nil, nil, malformedf("chunk offset %d out of range [0, 2³¹)", e.Key)
 		}
-		ref, ok := e.Value.(zref)
-		if !ok {
-			return nil, nil, malformedf("chunk @%d is %s, not a reference to ZData", e.Key, pyTypeName(e.Value))
-		}
-		if ref.Class != "" && ref.Class != ClassZData {
-			return nil, nil, malformedf("chunk @%d is %s, not ZData", e.Key, ref)
-		}
-		entries[i] = chunk{Off: e.Key, Oid: ref.Oid}
+		entries[i] = chunk{Off: e.Key, Oid: e.Value}
 	}
 	return nil, entries, nil
 }
@@ -180,12 +154,12 @@ func loadZData(ctx context.Context, stor zodb.Loader, at zodb.Tid, oid zodb.Oid)
 
 // decodeZData decodes a raw ZData record; the result aliases rec.
 func decodeZData(rec []byte) ([]byte, error) {
-	class, data, err := decodeBytesRecord(rec)
-	if err != nil {
-		return nil, err
-	}
-	if class != ClassZData {
+	class, data, err := zpickle.DecodeBytes(rec)
+	if class != "" && class != ClassZData {
 		return nil, malformedf("class %s, expected %s", class, ClassZData)
+	}
+	if err != nil {
+		return nil, malformed(err)
 	}
 	return data, nil
 }
