@@ -346,7 +346,7 @@ def test_client_threads(tdb64k):
     bs = t.blksize
     nblk, nmap = 6, 8
     hist = []  # [(at, {blk: s})]
-    cur = {b: "v0" for b in range(nblk)}
+    cur = {b: "v0#%d" % b for b in range(nblk)}
     hist.append((t.commit(cur), dict(cur)))
     conn = t.connect(hist[0][0])
     fh = conn.open(t.zf)
@@ -355,12 +355,16 @@ def test_client_threads(tdb64k):
     stop = threading.Event()
     errors, nreads = [], [0]
 
+    cache = {}
+
     def expect(at, b):
         want = ""
         for hat, tags in hist:
             if hat <= at:
                 want = tags.get(b, "")
-        return blkdata(want, bs)
+        if want not in cache:
+            cache[want] = blkdata(want, bs)
+        return cache[want]
 
     def reader(i):
         b = i
@@ -377,18 +381,20 @@ def test_client_threads(tdb64k):
                                   % (b, off // PAGE, page[:8], lo.hex(), hi.hex()))
                     break
             nreads[0] += 1
+            time.sleep(0.001)  # let the main thread (commits: Python) have the GIL
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+    maxpinned = 0
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(3)]
     for th in threads:
         th.start()
     try:
         for i in range(1, 10):
-            tag = "v%d" % i
-            changes = {b: tag for b in ((i * 5) % (nblk + i // 3), (i * 3 + 1) % nblk)}
+            changes = {b: "v%d#%d" % (i, b) for b in ((i * 5) % (nblk + i // 3), (i * 3 + 1) % nblk)}
             at = t.commit(changes)
             cur.update(changes)
             hist.append((at, dict(cur)))
             time.sleep(0.02)
+            maxpinned = max(maxpinned, len(fh.pinned))
             if i % 3 == 0:
                 target = at if i % 2 == 0 else hist[-2][0]
                 window[1] = target
@@ -400,7 +406,8 @@ def test_client_threads(tdb64k):
         for th in threads:
             th.join(30)
     assert not errors, errors[0]
-    assert nreads[0] > 0
+    assert nreads[0] > 100, nreads[0]
+    assert maxpinned > 0  # the reads needed pins
     conn.resync(hist[-1][0])
     assert fh.pinned == {}
     for b in range(nmap):

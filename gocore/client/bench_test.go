@@ -20,12 +20,15 @@ package client
 //     one watch request and its "ok".)
 //   - PinRemap: the client's part of a pin alone: remap one block of a
 //     mapping to an @<rev> file (open already) or back to head/.
+//
+// $WCFS_BENCH_ARGS adds server flags (e.g. -cpuprofile=/tmp/wcfs.prof).
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -254,6 +257,6 @@ func newEnvB(b *testing.B, blksize int64, nblk int) (*env, zodb.Tid) {
 		db.WriteBlock("zf", blk, blkData(blksize, "v0", blk))
 	}
 	at := db.Commit("v0")
-	srv := wcfstest.Start(b, db.ZURL())
+	srv := wcfstest.Start(b, db.ZURL(), strings.Fields(os.Getenv("WCFS_BENCH_ARGS"))...)
 	return &env{tb: b, db: db, srv: srv, wc: New(srv.Mnt), foid: foid, blksize: blksize}, at
 }
