@@ -191,7 +191,7 @@ func BenchmarkHistory(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, e := range ev {
-			s.blocks[e.key] = e.val
+			s.blocks[e.Key] = e.Value
 		}
 	}
 	if len(s.blocks) != p.nblk {

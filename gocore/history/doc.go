@@ -81,7 +81,7 @@
 //
 // For a file concerned by a commit, Update diffs the blktab between Head and
 // tid by loading only the changed nodes, at both revisions, straight from the
-// storage (the records are decoded here; no zodb.Connection, no live
+// storage (decoded by gocore/internal/zpickle; no zodb.Connection, no live
 // objects): an unchanged bucket has the same entries at both revisions, an
 // unchanged subtree with no changed node below it is the same subtree
 // wherever it hangs, and the entries of the remaining buckets are compared

@@ -7,11 +7,7 @@ package history
 
 import (
 	"context"
-	"encoding/json"
-	"os"
-	"path/filepath"
-	"sort"
-	"strconv"
+	"slices"
 	"testing"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
@@ -24,29 +20,13 @@ import (
 // repository root) and returns it with the oids of its files, or skips.
 func smallFixture(ctx context.Context, t *testing.T) (zodb.IStorage, []zodb.Oid) {
 	t.Helper()
-	dir := testdb.SharedZODB(t)
-	data, err := os.ReadFile(filepath.Join(dir, "small.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m struct {
-		Files map[string]struct {
-			Oid string `json:"oid"`
-		} `json:"files"`
-	}
-	if err := json.Unmarshal(data, &m); err != nil {
-		t.Fatal(err)
-	}
+	m, path := testdb.SmallFixture(t)
 	var foidv []zodb.Oid
 	for _, f := range m.Files {
-		oid, err := strconv.ParseUint(f.Oid, 16, 64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		foidv = append(foidv, zodb.Oid(oid))
+		foidv = append(foidv, f.Oid)
 	}
-	sort.Slice(foidv, func(i, j int) bool { return foidv[i] < foidv[j] })
-	stor, err := zdata.OpenStorage(ctx, filepath.Join(dir, "small.fs"))
+	slices.Sort(foidv)
+	stor, err := zdata.OpenStorage(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
 // loadParallel bounds the number of node loads one diff or index load runs
@@ -80,7 +82,7 @@ func loadIndex(ctx context.Context, ld *loader, root zodb.Oid, at zodb.Tid) (*tr
 				if _, dup := t.nodes[kid]; dup || t.hasBucket(kid) || slices.Contains(next, kid) {
 					return nil, corruptf("LOBTree %s @%s: node %s reachable twice", root, at, kid)
 				}
-				if st.kidKind == kindBucket {
+				if st.kidKind == zpickle.Bucket {
 					t.buckets[kid] = struct{}{}
 				} else {
 					next = append(next, kid)
@@ -140,7 +142,7 @@ func (t *treeIndex) diff(ctx context.Context, ld *loader, changed map[zodb.Oid]s
 			oldSide[oid] = struct{}{}
 		}
 	}
-	var oldInline, newInline []entry
+	var oldInline, newInline []zpickle.Entry
 
 	if len(changedNodes) == 0 {
 		// the shape did not change: compare the changed buckets
@@ -161,8 +163,8 @@ func (t *treeIndex) diff(ctx context.Context, ld *loader, changed map[zodb.Oid]s
 		isDirty := func(oid zodb.Oid) bool { _, ok := dirty[oid]; return ok }
 
 		// children of the changed nodes before and after
-		oldKids := make(map[zodb.Oid]nodeKind)
-		newKids := make(map[zodb.Oid]nodeKind)
+		oldKids := make(map[zodb.Oid]zpickle.Kind)
+		newKids := make(map[zodb.Oid]zpickle.Kind)
 		for _, n := range changedNodes {
 			st := t.nodes[n].st
 			for _, kid := range st.kids {
@@ -191,7 +193,7 @@ func (t *treeIndex) diff(ctx context.Context, ld *loader, changed map[zodb.Oid]s
 				if known.parent != parent {
 					δ.setNodes[n] = &tnode{parent: parent, st: known.st}
 				}
-				if known.st.kidKind == kindTree {
+				if known.st.kidKind == zpickle.Tree {
 					for _, kid := range known.st.kids {
 						if isDirty(kid) {
 							if err := walk(kid, n, depth+1); err != nil {
@@ -215,7 +217,7 @@ func (t *treeIndex) diff(ctx context.Context, ld *loader, changed map[zodb.Oid]s
 			for _, kid := range st.kids {
 				newKids[kid] = st.kidKind
 			}
-			if st.kidKind != kindTree {
+			if st.kidKind != zpickle.Tree {
 				return nil
 			}
 			for _, kid := range st.kids {
@@ -239,9 +241,9 @@ func (t *treeIndex) diff(ctx context.Context, ld *loader, changed map[zodb.Oid]s
 		// children dropped by the changed nodes, with whatever hangs below
 		// them and was not moved elsewhere, left the tree
 		removed := make(map[zodb.Oid]struct{}) // buckets that left
-		var drop func(oid zodb.Oid, kind nodeKind, depth int) error
-		drop = func(oid zodb.Oid, kind nodeKind, depth int) error {
-			if kind == kindBucket {
+		var drop func(oid zodb.Oid, kind zpickle.Kind, depth int) error
+		drop = func(oid zodb.Oid, kind zpickle.Kind, depth int) error {
+			if kind == zpickle.Bucket {
 				removed[oid] = struct{}{}
 				δ.delBuckets = append(δ.delBuckets, oid)
 				return nil
@@ -275,7 +277,7 @@ func (t *treeIndex) diff(ctx context.Context, ld *loader, changed map[zodb.Oid]s
 			}
 		}
 		for kid, kind := range oldKids {
-			if kind == kindBucket {
+			if kind == zpickle.Bucket {
 				oldSide[kid] = struct{}{}
 			}
 		}
@@ -283,7 +285,7 @@ func (t *treeIndex) diff(ctx context.Context, ld *loader, changed map[zodb.Oid]s
 			oldSide[b] = struct{}{}
 		}
 		for kid, kind := range newKids {
-			if kind == kindBucket {
+			if kind == zpickle.Bucket {
 				newSide[kid] = struct{}{}
 				if !t.hasBucket(kid) {
 					δ.addBuckets = append(δ.addBuckets, kid)
@@ -315,12 +317,12 @@ func (t *treeIndex) diff(ctx context.Context, ld *loader, changed map[zodb.Oid]s
 }
 
 // loadEntries loads the entries of the buckets as of at, plus extra, sorted by key.
-func loadEntries(ctx context.Context, ld *loader, buckets map[zodb.Oid]struct{}, at zodb.Tid, extra []entry) ([]entry, error) {
+func loadEntries(ctx context.Context, ld *loader, buckets map[zodb.Oid]struct{}, at zodb.Tid, extra []zpickle.Entry) ([]zpickle.Entry, error) {
 	oids := make([]zodb.Oid, 0, len(buckets))
 	for b := range buckets {
 		oids = append(oids, b)
 	}
-	evv := make([][]entry, len(oids))
+	evv := make([][]zpickle.Entry, len(oids))
 	err := parallel(ctx, len(oids), func(ctx context.Context, i int) (err error) {
 		evv[i], err = ld.bucket(ctx, oids[i], at)
 		return err
@@ -332,23 +334,23 @@ func loadEntries(ctx context.Context, ld *loader, buckets map[zodb.Oid]struct{},
 	for _, ev := range evv {
 		n += len(ev)
 	}
-	all := make([]entry, 0, n)
+	all := make([]zpickle.Entry, 0, n)
 	all = append(all, extra...)
 	for _, ev := range evv {
 		all = append(all, ev...)
 	}
 	if len(evv) > 1 || len(extra) > 0 {
-		sort.Slice(all, func(i, j int) bool { return all[i].key < all[j].key })
+		sort.Slice(all, func(i, j int) bool { return all[i].Key < all[j].Key })
 	}
 	return all, nil
 }
 
 // diffEntries compares two key-sorted entry lists.
-func diffEntries(oldv, newv []entry) ([]keyChange, error) {
-	for _, ev := range [][]entry{oldv, newv} {
+func diffEntries(oldv, newv []zpickle.Entry) ([]keyChange, error) {
+	for _, ev := range [][]zpickle.Entry{oldv, newv} {
 		for i := 1; i < len(ev); i++ {
-			if ev[i].key == ev[i-1].key {
-				return nil, corruptf("key %d in two buckets", ev[i].key)
+			if ev[i].Key == ev[i-1].Key {
+				return nil, corruptf("key %d in two buckets", ev[i].Key)
 			}
 		}
 	}
@@ -356,15 +358,15 @@ func diffEntries(oldv, newv []entry) ([]keyChange, error) {
 	i, j := 0, 0
 	for i < len(oldv) || j < len(newv) {
 		switch {
-		case j == len(newv) || (i < len(oldv) && oldv[i].key < newv[j].key):
-			changes = append(changes, keyChange{oldv[i].key, oldv[i].val, 0})
+		case j == len(newv) || (i < len(oldv) && oldv[i].Key < newv[j].Key):
+			changes = append(changes, keyChange{oldv[i].Key, oldv[i].Value, 0})
 			i++
-		case i == len(oldv) || newv[j].key < oldv[i].key:
-			changes = append(changes, keyChange{newv[j].key, 0, newv[j].val})
+		case i == len(oldv) || newv[j].Key < oldv[i].Key:
+			changes = append(changes, keyChange{newv[j].Key, 0, newv[j].Value})
 			j++
 		default:
-			if oldv[i].val != newv[j].val {
-				changes = append(changes, keyChange{oldv[i].key, oldv[i].val, newv[j].val})
+			if oldv[i].Value != newv[j].Value {
+				changes = append(changes, keyChange{oldv[i].Key, oldv[i].Value, newv[j].Value})
 			}
 			i++
 			j++
@@ -408,13 +410,13 @@ func (t *treeIndex) maxKey(ctx context.Context, ld *loader, δ *treeDelta, at zo
 		}
 		if n.st.isInline {
 			if l := len(n.st.inline); l > 0 {
-				return n.st.inline[l-1].key, true, nil
+				return n.st.inline[l-1].Key, true, nil
 			}
 			return 0, false, nil
 		}
 		for i := len(n.st.kids) - 1; i >= 0; i-- {
 			kid := n.st.kids[i]
-			if n.st.kidKind == kindTree {
+			if n.st.kidKind == zpickle.Tree {
 				k, ok, err := walk(kid, depth+1)
 				if err != nil || ok {
 					return k, ok, err
@@ -426,7 +428,7 @@ func (t *treeIndex) maxKey(ctx context.Context, ld *loader, δ *treeDelta, at zo
 				return 0, false, err
 			}
 			if l := len(ev); l > 0 {
-				return ev[l-1].key, true, nil
+				return ev[l-1].Key, true, nil
 			}
 		}
 		return 0, false, nil
