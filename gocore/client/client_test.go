@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 )
 
@@ -313,4 +314,46 @@ func TestConcurrentReadsCommitsResyncs(t *testing.T) {
 	}
 	t.Logf("%d block reads (%d pages) by %d goroutines over %d commits; up to %d blocks pinned",
 		nread.Load(), npages.Load(), nreaders, ncommit, maxPinned)
+}
+
+// When the server dies, the Conn goes down: its mappings fault (nothing
+// keeps them isolated any more) and calls say why.
+func TestServerDies(t *testing.T) {
+	t.Parallel()
+	e, at0 := newEnv(t, testBlksize, 2)
+	c := connect(t, e, at0)
+	f, err := c.Open(context.Background(), e.foid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.Mmap(0, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBlk(t, m, 0, blkData(testBlksize, "v0", 0))
+	if err := e.srv.Signal(unix.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-e.srv.Exited()
+	deadline := time.Now().Add(time.Minute)
+	for !c.isClosed() {
+		if time.Now().After(deadline) {
+			t.Fatal("the Conn is not closed a minute after its server died")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if all, _ := faults(m.Mem()); !all {
+		t.Fatal("mapping does not fault after the server died")
+	}
+	_, err = c.Open(context.Background(), e.foid)
+	if !errors.Is(err, ErrConnClosed) || !strings.Contains(err.Error(), "pinner: ") {
+		t.Fatalf("open after the server died: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// nothing of the client holds the dead mount: it unmounts (not lazily)
+	if err := unix.Unmount(e.srv.Mnt, 0); err != nil {
+		t.Fatalf("unmount the dead server's mount after Conn.Close: %v", err)
+	}
 }

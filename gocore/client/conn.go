@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"sync"
@@ -310,30 +309,33 @@ func (c *Conn) close(reason error) error {
 
 // pinner receives the server's requests on the watch link and applies each
 // pin before acknowledging it. It never needs anything a caller of the Conn
-// may hold while waiting for the server (atMu, the Python GIL).
+// may hold while it waits for the server (atMu, the Python GIL).
 func (c *Conn) pinner() {
 	defer close(c.pinnerDone)
 	ctx := context.Background()
 	for {
 		req, err := c.link.RecvReq(ctx)
-		if err == nil && req == nil {
-			err = io.EOF
-		}
-		if err != nil {
+		if req == nil {
 			if c.isClosed() {
-				return // the link was closed by Close
+				return // Close closed the link
 			}
-			c.pinnerFailed(fmt.Errorf("recvReq: %w", err))
+			if err == nil {
+				err = errors.New("the server closed the watch link")
+			}
+			c.linkLost(err)
 			return
 		}
 
+		perr := err // a request that is not a pin
+		if perr == nil {
+			perr = c.applyPin(req)
+		}
 		reply := wproto.ReplyAck
-		perr := c.applyPin(req)
 		if perr != nil {
 			reply = "nak: " + perr.Error()
 		}
 		if err := c.link.ReplyReq(ctx, req, reply); err != nil && !c.isClosed() {
-			c.pinnerFailed(fmt.Errorf("replyReq %q: %w", reply, err))
+			c.linkLost(fmt.Errorf("replyReq %q: %w", reply, err))
 			return
 		}
 		if perr != nil {
@@ -343,8 +345,18 @@ func (c *Conn) pinner() {
 	}
 }
 
-// pinnerFailed logs a failure of the pinner and closes the Conn: the server
-// is likely to kill this process (it got no ack).
+// linkLost closes the Conn after its watch link went down without Close
+// (the server stopped or broke the protocol): nothing keeps its mappings
+// isolated any more.
+func (c *Conn) linkLost(err error) {
+	err = c.errf("pinner", err)
+	c.wc.log().Error(err.Error() + "; the connection is closed, its mappings fault from now on")
+	go c.closeDown(err) // not from the pinner: Close waits for it
+}
+
+// pinnerFailed logs a pin that could not be applied and closes the Conn:
+// the server kills a client that does not acknowledge a pin, as it got
+// "nak" (the reference's messages).
 func (c *Conn) pinnerFailed(err error) {
 	err = c.errf("pinner", err)
 	c.wc.log().Error("CRITICAL: " + err.Error())
