@@ -4,9 +4,7 @@
 package history
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"slices"
 	"strings"
@@ -17,6 +15,7 @@ import (
 	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
@@ -36,32 +35,6 @@ func (s recStorage) Load(_ context.Context, xid zodb.Xid) (*mem.Buf, zodb.Tid, e
 	return buf, 1, nil
 }
 
-// record encodes a record as ZODB writes it (protocol 3).
-func record(class string, state any) []byte {
-	var buf bytes.Buffer
-	for _, x := range []any{pyClass(class), state} {
-		e := pickle.NewEncoderWithConfig(&buf, &pickle.EncoderConfig{Protocol: 3, StrictUnicode: true})
-		if err := e.Encode(x); err != nil {
-			panic(err)
-		}
-	}
-	return buf.Bytes()
-}
-
-func pyClass(path string) pickle.Class {
-	i := strings.LastIndexByte(path, '.')
-	return pickle.Class{Module: path[:i], Name: path[i+1:]}
-}
-
-// pref is a persistent reference (oid, class), or oid when class is "".
-func pref(oid zodb.Oid, class string) pickle.Ref {
-	b := pickle.Bytes(binary.BigEndian.AppendUint64(nil, uint64(oid)))
-	if class == "" {
-		return pickle.Ref{Pid: b}
-	}
-	return pickle.Ref{Pid: pickle.Tuple{b, pyClass(class)}}
-}
-
 // TestLoader checks what the history requires of blktab nodes beyond a
 // valid state: the kind asked for, kids that say their class (the index
 // needs their kind without loading them), no value referring to oid 0 (a
@@ -74,11 +47,11 @@ func TestLoader(t *testing.T) {
 		zblk   = zpickle.ClassZBlk0
 	)
 	ld := &loader{stor: recStorage{recs: map[zodb.Oid][]byte{
-		1: record(tree, pickle.Tuple{pickle.Tuple{pref(2, bucket), int64(10), pref(3, bucket)}, pref(2, bucket)}),
-		2: record(bucket, pickle.Tuple{pickle.Tuple{int64(0), pref(7, zblk), int64(1), pref(8, "")}, pref(3, bucket)}),
-		3: record(tree, pickle.Tuple{pickle.Tuple{pref(2, ""), int64(10), pref(3, bucket)}, pref(2, bucket)}),
-		4: record(bucket, pickle.Tuple{pickle.Tuple{int64(0), pref(0, zblk)}}),
-		5: record(tree, pickle.Tuple{pickle.Tuple{pickle.Tuple{pickle.Tuple{int64(5), pref(0, zblk)}}}}),
+		1: testdb.Record(tree, pickle.Tuple{pickle.Tuple{testdb.Ref(2, bucket), int64(10), testdb.Ref(3, bucket)}, testdb.Ref(2, bucket)}),
+		2: testdb.Record(bucket, pickle.Tuple{pickle.Tuple{int64(0), testdb.Ref(7, zblk), int64(1), testdb.Ref(8, "")}, testdb.Ref(3, bucket)}),
+		3: testdb.Record(tree, pickle.Tuple{pickle.Tuple{testdb.Ref(2, ""), int64(10), testdb.Ref(3, bucket)}, testdb.Ref(2, bucket)}),
+		4: testdb.Record(bucket, pickle.Tuple{pickle.Tuple{int64(0), testdb.Ref(0, zblk)}}),
+		5: testdb.Record(tree, pickle.Tuple{pickle.Tuple{pickle.Tuple{pickle.Tuple{int64(5), testdb.Ref(0, zblk)}}}}),
 		6: []byte("\x80\x03garbage"),
 	}}}
 	ctx := context.Background()

@@ -8,13 +8,12 @@ package zdata
 // overlapping chunks. It is opened through zodb.Open like any storage, so the
 // whole stack (neo/go DB, Connection, BTree decoding, this package) runs.
 //
-// Records are built with og-rek's encoder in the layout ZODB uses (a class
-// pickle followed by a state pickle, references as (oid, class)).
+// Records are built with testdb.Record and testdb.Ref, in the layout ZODB
+// uses (a class pickle followed by a state pickle, references as (oid,
+// class)).
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"net/url"
@@ -28,6 +27,7 @@ import (
 	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
@@ -162,41 +162,11 @@ func (memIter) NextTxn(ctx context.Context) (*zodb.TxnInfo, zodb.IDataIterator, 
 
 // ---- building records ----
 
-// pk encodes a record: class pickle + state pickle, protocol 3, as ZODB does.
-func pk(class string, state any) []byte {
-	var buf bytes.Buffer
-	enc := func(x any) {
-		e := pickle.NewEncoderWithConfig(&buf, &pickle.EncoderConfig{Protocol: 3, StrictUnicode: true})
-		if err := e.Encode(x); err != nil {
-			panic(err)
-		}
-	}
-	enc(pyclass(class))
-	if state != nil {
-		enc(state)
-	}
-	return buf.Bytes()
-}
-
-// pyclass converts "mod.Name" into a pickle class.
-func pyclass(class string) pickle.Class {
-	i := len(class) - 1
-	for i >= 0 && class[i] != '.' {
-		i--
-	}
-	return pickle.Class{Module: class[:max(i, 0)], Name: class[i+1:]}
-}
-
-func oid8(oid zodb.Oid) pickle.Bytes {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(oid))
-	return pickle.Bytes(b[:])
-}
-
-// ref is a persistent reference (oid, class) as ZODB writes it.
-func ref(oid zodb.Oid, class string) pickle.Ref {
-	return pickle.Ref{Pid: pickle.Tuple{oid8(oid), pyclass(class)}}
-}
+// pk encodes a record, ref a reference, as ZODB writes them.
+var (
+	pk  = testdb.Record
+	ref = testdb.Ref
+)
 
 // bucketState returns the state of a bucket: ((k0, v0, k1, v1, ...),).
 func bucketState(kv ...any) pickle.Tuple {

@@ -4,9 +4,15 @@
 package testdb
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
+
+	pickle "github.com/kisielk/og-rek"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 )
@@ -37,4 +43,39 @@ func EachRecord(ctx context.Context, t testing.TB, stor zodb.IStorage, fn func(t
 			fn(txn, d)
 		}
 	}
+}
+
+// Record encodes a ZODB data record the way ZODB writes it (the class
+// pickle, then the state pickle, protocol 3), for tests that need records no
+// genuine ZODB would write. class is "module.Name"; a nil state leaves the
+// state pickle out. Persistent references in state are Ref values.
+func Record(class string, state any) []byte {
+	var buf bytes.Buffer
+	enc := func(x any) {
+		e := pickle.NewEncoderWithConfig(&buf, &pickle.EncoderConfig{Protocol: 3, StrictUnicode: true})
+		if err := e.Encode(x); err != nil {
+			panic(fmt.Sprintf("testdb.Record: %s", err))
+		}
+	}
+	enc(pyClass(class))
+	if state != nil {
+		enc(state)
+	}
+	return buf.Bytes()
+}
+
+// Ref is a persistent reference (oid, class) as ZODB writes it; class ""
+// gives a reference by oid alone.
+func Ref(oid zodb.Oid, class string) pickle.Ref {
+	b := pickle.Bytes(binary.BigEndian.AppendUint64(nil, uint64(oid)))
+	if class == "" {
+		return pickle.Ref{Pid: b}
+	}
+	return pickle.Ref{Pid: pickle.Tuple{b, pyClass(class)}}
+}
+
+// pyClass converts "module.Name" into a pickle class.
+func pyClass(class string) pickle.Class {
+	i := strings.LastIndexByte(class, '.')
+	return pickle.Class{Module: class[:max(i, 0)], Name: class[i+1:]}
 }
