@@ -357,3 +357,59 @@ func TestServerDies(t *testing.T) {
 		t.Fatalf("unmount the dead server's mount after Conn.Close: %v", err)
 	}
 }
+
+// Opens and closes of a file race with resyncs and commits: a resync never
+// watches a file being closed (a pin for it would be unexpected: nak, and
+// the server kills the process), and the Conn stays up.
+func TestOpenCloseVsResync(t *testing.T) {
+	t.Parallel()
+	e, _ := newEnv(t, testBlksize, 2)
+	foid2 := e.db.CreateFile("zf2", testBlksize, "")
+	e.db.WriteBlock("zf2", 0, blkData(testBlksize, "w0", 0))
+	at := e.commit("v1", 0)
+	c := connect(t, e, at)
+
+	var stop atomic.Bool
+	done := make(chan error, 1)
+	var nopen atomic.Int64
+	go func() {
+		buf := make([]byte, testBlksize)
+		for !stop.Load() {
+			f, err := c.Open(context.Background(), foid2)
+			if err != nil {
+				done <- err
+				return
+			}
+			m, err := f.Mmap(0, 2)
+			if err == nil {
+				_, err = m.ReadAt(buf, 0)
+			}
+			if err != nil {
+				done <- err
+				return
+			}
+			if err := f.Close(); err != nil {
+				done <- err
+				return
+			}
+			nopen.Add(1)
+		}
+		done <- nil
+	}()
+	for i := range 10 {
+		e.db.WriteBlock("zf2", 0, blkData(testBlksize, fmt.Sprintf("w%d", i+1), 0))
+		at = e.commit(fmt.Sprintf("v%d", i+2), 1)
+		if err := c.Resync(context.Background(), at); err != nil {
+			stop.Store(true)
+			<-done
+			t.Fatal(err)
+		}
+	}
+	stop.Store(true)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if c.isClosed() || nopen.Load() == 0 {
+		t.Fatalf("closed %v after %d opens", c.isClosed(), nopen.Load())
+	}
+}

@@ -30,10 +30,10 @@ type Conn struct {
 	id   uint64
 	link watchLink // nil only in package tests (pins applied by hand)
 
-	// atMu serializes Open against Resync (an Open holds it shared for its
-	// whole duration: its watch request must carry the at it read). The
-	// pinner never takes it, so pins flow while Open/Resync wait for the
-	// server.
+	// atMu serializes Open and FileH.Close against Resync (they hold it
+	// shared for their whole duration: an open's watch request must carry
+	// the at it read, a resync must not watch a file being closed). The
+	// pinner never takes it, so pins flow while they wait for the server.
 	atMu sync.RWMutex
 	at   atomic.Uint64 // zodb.Tid; written with atMu held exclusively
 

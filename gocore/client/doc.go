@@ -58,8 +58,9 @@
 // setup arrive before "ok"), then takes the size of the head file, which
 // is at least the size as of at. Resync checks that at does not go back,
 // moves every watch (in parallel) and then maps the blocks that files grew
-// by. Open holds the Conn's at lock shared and Resync exclusively, so a
-// watch request always carries the Conn's current at. Any error of Resync
+// by. Open and FileH.Close hold the Conn's at lock shared and Resync
+// exclusively, so a watch request always carries the Conn's current at and
+// a resync never watches a file being closed. Any error of Resync
 // closes the Conn, as in the reference.
 //
 // Lock order: Conn.atMu > Conn.mu > FileH.mu > WCFS.mu. Requests to the

@@ -197,6 +197,10 @@ func (f *FileH) Close() error {
 
 func (f *FileH) close() error {
 	c := f.conn
+	// like Open, excluded by Resync: a resync must not watch the file again
+	// between its unwatch and its removal from the Conn
+	c.atMu.RLock()
+	defer c.atMu.RUnlock()
 	f.mu.Lock()
 	if f.state != fileOpened {
 		f.mu.Unlock()
@@ -389,14 +393,20 @@ func (f *FileH) mapRange(m *Mapping, lo, hi int64) error {
 // grow re-reads the size of the head file after the Conn moved forward and
 // maps the data of blocks that were beyond its end (Resync).
 func (f *FileH) grow() error {
-	blksize, size, err := fstat(f.headf)
-	if err != nil {
-		return err
+	f.mu.Lock()
+	headf := f.headf
+	f.mu.Unlock()
+	if headf == nil {
+		return nil // closed by Conn.Close meanwhile
 	}
+	blksize, size, err := fstat(headf)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.state != fileOpened {
 		return nil
+	}
+	if err != nil {
+		return err
 	}
 	switch {
 	case blksize != f.blksize:
