@@ -171,29 +171,30 @@ func (m *machine) release() {
 // fuzz test checks it). It takes time and memory linear in the pickle.
 func (m *machine) run() (val, error) {
 	m.sp = 0
-	rec := m.rec
-	for m.pos < len(rec) {
-		at := m.pos
+	rec, pos := m.rec, m.pos // pos: a register
+	for pos < len(rec) {
+		at := pos
 		op := rec[at]
-		m.pos++
-		pos, left := m.pos, len(rec)-m.pos
+		pos++
+		left := len(rec) - pos
 		switch op {
 		case opStop:
 			if m.sp != 1 || m.stack[0].kind == kMark {
 				return m.fail(at, "STOP with %d values on the stack", m.sp)
 			}
+			m.pos = pos
 			return m.stack[0], nil
 
 		case opProto:
 			if left < 1 || rec[pos] > 5 {
 				return m.fail(at, "bad PROTO")
 			}
-			m.pos++
+			pos++
 		case opFrame:
 			if left < 8 {
 				return m.fail(at, "truncated FRAME")
 			}
-			m.pos += 8
+			pos += 8
 		case opMark:
 			m.push(val{kind: kMark})
 		case opNone:
@@ -206,25 +207,25 @@ func (m *machine) run() (val, error) {
 				return m.fail(at, "truncated BININT1")
 			}
 			m.push(val{kind: kInt, i: int64(rec[pos])})
-			m.pos++
+			pos++
 		case opBinint2:
 			if left < 2 {
 				return m.fail(at, "truncated BININT2")
 			}
 			m.push(val{kind: kInt, i: int64(binary.LittleEndian.Uint16(rec[pos:]))})
-			m.pos += 2
+			pos += 2
 		case opBinint:
 			if left < 4 {
 				return m.fail(at, "truncated BININT")
 			}
 			m.push(val{kind: kInt, i: int64(int32(binary.LittleEndian.Uint32(rec[pos:])))})
-			m.pos += 4
+			pos += 4
 		case opLong1:
 			if left < 1 || rec[pos] > maxLong1 || int(rec[pos]) > left-1 {
 				return m.fail(at, "LONG1 truncated or beyond int64")
 			}
 			b := rec[pos+1 : pos+1+int(rec[pos])]
-			m.pos += 1 + len(b)
+			pos += 1 + len(b)
 			var v int64 // little-endian two's complement
 			for i := len(b) - 1; i >= 0; i-- {
 				v = v<<8 | int64(b[i])
@@ -242,7 +243,7 @@ func (m *machine) run() (val, error) {
 			if err != nil {
 				return m.fail(at, "%s", err)
 			}
-			m.pos += i + 1
+			pos += i + 1
 			k := kInt
 			if isBool {
 				k = kBool
@@ -257,15 +258,15 @@ func (m *machine) run() (val, error) {
 					return m.fail(at, "truncated string")
 				}
 				n = int(rec[pos])
-				m.pos++
+				pos++
 			default:
 				if left < 4 {
 					return m.fail(at, "truncated string")
 				}
 				n = int(binary.LittleEndian.Uint32(rec[pos:]))
-				m.pos += 4
+				pos += 4
 			}
-			if n > len(rec)-m.pos {
+			if n > len(rec)-pos {
 				return m.fail(at, "truncated string")
 			}
 			k := kBytes
@@ -275,8 +276,8 @@ func (m *machine) run() (val, error) {
 			case opShortBinUni, opBinunicode:
 				k = kUnicode
 			}
-			m.push(val{kind: k, off: int32(m.pos), n: int32(n)})
-			m.pos += n
+			m.push(val{kind: k, off: int32(pos), n: int32(n)})
+			pos += n
 
 		case opGlobal:
 			i := bytes.IndexByte(rec[pos:], '\n')
@@ -288,7 +289,7 @@ func (m *machine) run() (val, error) {
 				return m.fail(at, "truncated GLOBAL")
 			}
 			m.push(m.class(rec[pos:pos+i], rec[pos+i+1:pos+i+1+j]))
-			m.pos += i + 1 + j + 1
+			pos += i + 1 + j + 1
 		case opStackGlobal:
 			k := m.sp - 2
 			if k < 0 || m.stack[k].kind != kUnicode || m.stack[k+1].kind != kUnicode {
@@ -305,18 +306,19 @@ func (m *machine) run() (val, error) {
 					return m.fail(at, "truncated BINPUT")
 				}
 				idx = int(rec[pos])
-				m.pos++
+				pos++
 			case opLongBinput:
 				if left < 4 {
 					return m.fail(at, "truncated LONG_BINPUT")
 				}
 				idx = int(binary.LittleEndian.Uint32(rec[pos:]))
-				m.pos += 4
+				pos += 4
 			}
 			if m.sp == 0 || m.stack[m.sp-1].kind == kMark {
 				return m.fail(at, "memo store of nothing")
 			}
-			if idx >= m.nm {
+			switch {
+			case idx >= m.nm:
 				// picklers number memo entries in sequence (from 0 or
 				// 1): refusing gaps keeps the memo linear in the record
 				if idx > m.nm+1 {
@@ -326,10 +328,12 @@ func (m *machine) run() (val, error) {
 					m.memo = append(m.memo, val{}, val{})
 					m.memo = m.memo[:cap(m.memo)]
 				}
-				clear(m.memo[m.nm : idx+1])
+				if idx > m.nm {
+					m.memo[m.nm] = val{} // not set
+				}
 				m.nm = idx + 1
-			}
-			if m.memo[idx].kind == 0 {
+				m.nmemo++
+			case m.memo[idx].kind == 0:
 				m.nmemo++
 			}
 			m.memo[idx] = m.stack[m.sp-1]
@@ -340,13 +344,13 @@ func (m *machine) run() (val, error) {
 					return m.fail(at, "truncated BINGET")
 				}
 				idx = int(rec[pos])
-				m.pos++
+				pos++
 			} else {
 				if left < 4 {
 					return m.fail(at, "truncated LONG_BINGET")
 				}
 				idx = int(binary.LittleEndian.Uint32(rec[pos:]))
-				m.pos += 4
+				pos += 4
 			}
 			if idx >= m.nm || m.memo[idx].kind == 0 {
 				return m.fail(at, "memo entry %d not set", idx)
@@ -374,7 +378,19 @@ func (m *machine) run() (val, error) {
 					return m.fail(at, "TUPLE%d of a MARK", op-opTuple1+1)
 				}
 			}
-			m.tuple(k, false)
+			// as m.tuple(k, false), without calls for the pairs of
+			// every reference
+			n := m.sp - k
+			if m.na+n > len(m.arena) {
+				m.tuple(k, false)
+				break
+			}
+			for i, v := range m.stack[k:m.sp] {
+				m.arena[m.na+i] = v
+			}
+			m.stack[k] = val{kind: kTuple, i: int64(m.na), n: int32(n)}
+			m.na += n
+			m.sp = k + 1
 
 		case opBinpersid:
 			n := m.sp
@@ -402,7 +418,7 @@ func (m *machine) run() (val, error) {
 			return m.fail(at, "unsupported opcode 0x%02x", op)
 		}
 	}
-	return m.fail(m.pos, "truncated: no STOP")
+	return m.fail(pos, "truncated: no STOP")
 }
 
 // fail returns the error of the opcode at position at. (Not inlined: the

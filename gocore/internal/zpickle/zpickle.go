@@ -377,20 +377,22 @@ func (m *machine) tree(f Family, x val, n *Node) error {
 	}
 	d := m.items(t[0])
 	nkid := (len(d) + 1) / 2
-	n.Keys = make([]int64, nkid)
-	n.Kids = make([]zodb.Oid, nkid)
+	keys := make([]int64, nkid)
+	kids := make([]zodb.Oid, nkid)
+	lo, hi := f.keyRange()
 	ids := f.ids()
+	var kidKind Kind
 	unnamed := false
-	for i := range nkid {
+	for i := range kids {
 		if i > 0 {
-			k, err := m.key(f, d[2*i-1])
-			if err != nil {
-				return fmt.Errorf("%s state: key %d: %w", name, i, err)
-			}
-			if i > 1 && k <= n.Keys[i-1] {
+			k := d[2*i-1]
+			if k.kind != kInt || k.i < lo || k.i > hi || i > 1 && k.i <= keys[i-1] {
+				if _, err := m.key(f, k); err != nil {
+					return fmt.Errorf("%s state: key %d: %w", name, i, err)
+				}
 				return fmt.Errorf("%s state: keys not ascending at %d", name, i)
 			}
-			n.Keys[i] = k
+			keys[i] = k.i
 		}
 		// nodeRef, inlined for the common case
 		x := d[2*i]
@@ -406,17 +408,18 @@ func (m *machine) tree(f Family, x val, n *Node) error {
 			_, _, err := m.nodeRef(f, x, 0)
 			return fmt.Errorf("%s state: kid %d: %w", name, i, err)
 		}
-		if kind != 0 {
-			if n.KidKind != 0 && kind != n.KidKind {
+		if kind != 0 && kind != kidKind {
+			if kidKind != 0 {
 				return fmt.Errorf("%s state: kids of mixed kinds", name)
 			}
-			n.KidKind = kind
+			kidKind = kind
 		}
-		n.Kids[i] = zodb.Oid(x.i)
+		kids[i] = zodb.Oid(x.i)
 	}
-	if unnamed {
-		n.KidKind = 0
+	if !unnamed {
+		n.KidKind = kidKind
 	}
+	n.Keys, n.Kids = keys, kids
 	return nil
 }
 
@@ -462,22 +465,30 @@ func (m *machine) bucket(f Family, x val, n *Node) error {
 	}
 	kv := m.items(t[0])
 	lo, hi := f.keyRange()
-	n.Entries = make([]Entry, len(kv)/2)
-	for i := range n.Entries {
+	entries := make([]Entry, len(kv)/2)
+	prev := int64(0)
+	for i := range entries {
 		k, v := kv[2*i], kv[2*i+1]
-		if k.kind != kInt || k.i < lo || k.i > hi {
-			_, err := m.key(f, k)
-			return fmt.Errorf("%s state: key %d: %w", name, i, err)
+		if k.kind != kInt || k.i < lo || k.i > hi || i > 0 && k.i <= prev || v.kind != kRef {
+			return m.badEntry(f, name, i, k, v, prev)
 		}
-		if i > 0 && k.i <= n.Entries[i-1].Key {
-			return fmt.Errorf("%s state: keys not ascending at %d", name, i)
-		}
-		if v.kind != kRef {
-			return fmt.Errorf("%s state: value of key %d is %s, not a persistent reference", name, k.i, m.typeName(v))
-		}
-		n.Entries[i] = Entry{Key: k.i, Value: zodb.Oid(v.i)}
+		entries[i] = Entry{Key: k.i, Value: zodb.Oid(v.i)}
+		prev = k.i
 	}
+	n.Entries = entries
 	return nil
+}
+
+// badEntry says what is wrong with entry i (key k, value v) of a bucket,
+// after a key prev.
+func (m *machine) badEntry(f Family, name string, i int, k, v val, prev int64) error {
+	if _, err := m.key(f, k); err != nil {
+		return fmt.Errorf("%s state: key %d: %w", name, i, err)
+	}
+	if i > 0 && k.i <= prev {
+		return fmt.Errorf("%s state: keys not ascending at %d", name, i)
+	}
+	return fmt.Errorf("%s state: value of key %d is %s, not a persistent reference", name, k.i, m.typeName(v))
 }
 
 // key interprets a key of family f.
