@@ -13,7 +13,6 @@ import faulthandler
 import gc
 import os
 import signal
-import sys
 import threading
 import time
 

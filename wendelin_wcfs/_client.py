@@ -31,9 +31,8 @@ inherited objects do nothing; other calls fail with "connection closed" /
 import ctypes
 import json
 import os
-import weakref
-
 import sys as _sys
+import weakref
 
 from . import _call, _gopy, _timeout, log
 
