@@ -63,12 +63,13 @@ func benchPin(b *testing.B) {
 	read := func(b *testing.B, mode string) {
 		b.StopTimer()
 		for done := 0; done < b.N; {
-			srv := wcfstest.Start(b, db.ZURL(), benchArgs("-debug")...)
-			zh := openZhead(b, srv)
+			srv := wcfstest.Start(b, db.ZURL(), benchArgs()...)
 			path := srv.Path("head", "bigfile", foid.String())
 			lookup(b, path)
 			before := db.Head()
-			zh.waitTid(b, commit())
+			if tid := commit(); !waitHeadAt(srv, tid) {
+				b.Fatalf("head/at never reached @%s", tid)
+			}
 			fd, err := openRetry(path, unix.O_RDONLY)
 			if err != nil {
 				b.Fatal(err)

@@ -282,7 +282,6 @@ type tFile struct {
 	at0  zodb.Tid             // the server starts here: the history tail
 	revs map[int64][]zodb.Tid // block -> revisions that changed it, ↑
 	srv  *wcfstest.Server
-	zh   *zheadStream
 	seed int64
 }
 
@@ -293,8 +292,7 @@ func newTFile(t *testing.T, bs int64, args ...string) *tFile {
 	tf := &tFile{t: t, db: db, name: "f", bs: bs, revs: make(map[int64][]zodb.Tid)}
 	tf.oid = db.CreateFile("f", bs, testdb.ZBlk0)
 	tf.at0 = db.Commit("at0")
-	tf.srv = wcfstest.Start(t, db.ZURL(), append([]string{"-debug"}, args...)...)
-	tf.zh = openZhead(t, tf.srv)
+	tf.srv = wcfstest.Start(t, db.ZURL(), args...)
 	return tf
 }
 
@@ -309,8 +307,19 @@ func (tf *tFile) commit(blks ...int64) zodb.Tid {
 	for _, blk := range blks {
 		tf.revs[blk] = append(tf.revs[blk], tid)
 	}
-	tf.zh.waitTid(tf.t, tid)
+	tf.waitTid(tid)
 	return tid
+}
+
+// waitTid waits until head/ shows tid. (Polling head/at, not the
+// .wcfs/debug/zhead stream: a reader blocked on that stream can keep the
+// mount busy for a moment after the server detached it, and the server
+// then stays up at SIGTERM.)
+func (tf *tFile) waitTid(tid zodb.Tid) {
+	tf.t.Helper()
+	if !waitHeadAt(tf.srv, tid) {
+		tf.t.Fatalf("head/at never showed @%s", tid)
+	}
 }
 
 // revAt is the model of BlkRevAt: the last change of blk ≤ at, or at0.

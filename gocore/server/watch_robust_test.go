@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,9 +38,14 @@ func rawSession(t *testing.T, srv *wcfstest.Server, in string) string {
 		out <- string(data)
 	}()
 	// the server may stop reading before the end (ECONNRESET then)
-	go writeRetry(fd, []byte(in))
+	written := make(chan struct{})
+	go func() {
+		defer close(written)
+		writeRetry(fd, []byte(in))
+	}()
 	select {
 	case s := <-out:
+		<-written // before fd can be reused
 		unix.Close(fd)
 		return s
 	case <-time.After(time.Minute):
@@ -150,7 +156,7 @@ func TestWatchBeforeCreate(t *testing.T) {
 	goid := tf.db.CreateFile("g", bs, testdb.ZBlk0)
 	tf.db.WriteBlock("g", 1, randData(1, bs))
 	at2 := tf.db.Commit("create g")
-	tf.zh.waitTid(t, at2)
+	tf.waitTid(at2)
 	gpath := tf.srv.Path("head", "bigfile", goid.String())
 	readBlk(t, gpath, 1, bs)
 
@@ -171,7 +177,7 @@ func TestWatchBeforeCreate(t *testing.T) {
 	at3 := tf.commit(0)
 	tf.db.SetBlkSize("g", 2*bs)
 	at4 := tf.db.Commit("g: blksize doubled")
-	tf.zh.waitTid(t, at4)
+	tf.waitTid(at4)
 	want = fmt.Sprintf("setup watch f<%s> @%s: file epoch detected @%s in between (at,head=@%s]", goid, at3, at4, at4)
 	if err := tl.watch(goid, at3); err == nil || err.Error() != want {
 		t.Errorf("watch across an epoch:\n  got  %v\n  want %s", err, want)
@@ -259,7 +265,9 @@ func TestWatchServerStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	var closeOnce sync.Once
+	closeFd := func() { closeOnce.Do(func() { unix.Close(fd) }) }
+	defer closeFd()
 	req := fmt.Sprintf("1 watch %s @%s\n", tf.oid, zodb.TidMax-1)
 	if err := writeRetry(fd, []byte(req)); err != nil {
 		t.Fatal(err)
@@ -278,6 +286,6 @@ func TestWatchServerStop(t *testing.T) {
 	if _, err := tf.srv.WaitExit(30 * time.Second); err != nil {
 		t.Fatalf("server with a watch waiting for the future: %v\n%s", err, tf.srv.Log())
 	}
-	unix.Close(fd)
+	closeFd()
 	unix.Unmount(tf.srv.Mnt, unix.MNT_DETACH) // the aborted connection's mount
 }

@@ -226,7 +226,7 @@ func TestWatch2Files(t *testing.T) {
 	tf.db.WriteBlock("g", 0, randData(100, bs))
 	tf.db.WriteBlock("g", 2, randData(101, bs))
 	at2 := tf.db.Commit("create g")
-	tf.zh.waitTid(t, at2)
+	tf.waitTid(at2)
 	gpath := tf.srv.Path("head", "bigfile", goid.String())
 	for blk := int64(0); blk < 3; blk++ {
 		tf.read(blk)
@@ -235,7 +235,7 @@ func TestWatch2Files(t *testing.T) {
 	tf.db.WriteBlock("f", 1, randData(102, bs))
 	tf.db.WriteBlock("g", 2, randData(103, bs))
 	at3 := tf.db.Commit("f#1 g#2")
-	tf.zh.waitTid(t, at3)
+	tf.waitTid(at3)
 
 	tl := openLink(t, tf.srv)
 	if got, want := tl.mustWatch(tf.oid, at2), pinsOf(tf.oid, map[int64]zodb.Tid{1: at1}); got != want {
@@ -247,7 +247,7 @@ func TestWatch2Files(t *testing.T) {
 	tf.db.WriteBlock("f", 0, randData(104, bs))
 	tf.db.WriteBlock("g", 0, randData(105, bs))
 	at4 := tf.db.Commit("f#0 g#0")
-	tf.zh.waitTid(t, at4)
+	tf.waitTid(at4)
 	tf.read(0)
 	readBlk(t, gpath, 0, bs)
 	want := pinsText([]wproto.Pin{{Foid: tf.oid, Blk: 0, Rev: at1}, {Foid: goid, Blk: 0, Rev: at2}})
