@@ -25,6 +25,10 @@ import (
 //
 // neo/go's storage-level RAM cache is disabled (WCFS keeps block data in the
 // kernel page cache).
+//
+// Loads from network storages (zeo://, neo://, neos://) honour their
+// context: they return ctx's error as soon as it is done, even when the
+// storage does not answer (see ctxStorage).
 func OpenStorage(ctx context.Context, zurl string) (zodb.IStorage, error) {
 	u, err := storageURL(zurl)
 	if err != nil {
@@ -34,7 +38,21 @@ func OpenStorage(ctx context.Context, zurl string) (zodb.IStorage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zdata: open storage %q: %w", zurl, err)
 	}
+	if IsNetworkStorage(u) {
+		stor = &ctxStorage{stor}
+	}
 	return stor, nil
+}
+
+// IsNetworkStorage tells whether zurl names a storage reached over the
+// network (zeo://, neo://, neos://), as opposed to a local file.
+func IsNetworkStorage(zurl string) bool {
+	scheme, _, _ := strings.Cut(zurl, "://")
+	switch scheme {
+	case "zeo", "neo", "neos":
+		return true
+	}
+	return false
 }
 
 // storageURL converts a plain path into a file:// URL; URLs are returned as is.
