@@ -61,6 +61,11 @@ func errno(err error, what string) syscall.Errno {
 	case isInvalid(err):
 		log.WarningDepth(1, what+": "+err.Error())
 		return syscall.EINVAL
+	case errors.Is(err, errStorageDown):
+		if log.V(1) { // the outage itself is logged when it starts
+			log.InfoDepth(1, what+": "+err.Error())
+		}
+		return syscall.EIO
 	case errors.Is(err, zdata.ErrSizeOverflow):
 		log.ErrorDepth(1, what+": "+err.Error())
 		return syscall.EFBIG

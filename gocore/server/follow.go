@@ -80,11 +80,11 @@ func (s *Server) follow(ctx context.Context, events <-chan zodb.Event) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("storage watch ended")
+			return watchError(fmt.Errorf("storage watch ended"))
 		}
 		switch ev := ev.(type) {
 		case *zodb.EventError:
-			return fmt.Errorf("storage watch: %w", ev.Err)
+			return watchError(fmt.Errorf("storage watch: %w", ev.Err))
 		case *zodb.EventCommit:
 			t0 := time.Now()
 			if err := s.head.commit(ctx, ev); err != nil {
@@ -338,7 +338,7 @@ func (h *headView) updateHistory(ctx context.Context, δZ *zodb.EventCommit) (*h
 	delay := 100 * time.Millisecond
 	for try := 1; ; try++ {
 		δF, err := h.hist.Update(ctx, δZ)
-		if err == nil || try == historyTries || ctx.Err() != nil {
+		if err == nil || try == historyTries || ctx.Err() != nil || errors.Is(err, errStorageDown) {
 			return δF, err
 		}
 		log.Warningf("%s (retrying in %s)", err, delay)

@@ -106,6 +106,10 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 		dynamic: true,
 		content: s.statsText,
 	}, reg), false)
+	wcfs.AddChild("zstor", wcfs.NewPersistentInode(ctx, &smallFile{
+		dynamic: true,
+		content: s.zstor.stateText, // "up" or "down since ...": storage outages (zstor.go)
+	}, reg), false)
 	if s.opt.Debug {
 		debug := wcfs.NewPersistentInode(ctx, &dir{}, dirAttr)
 		wcfs.AddChild("debug", debug, false)

@@ -44,6 +44,15 @@ type Options struct {
 
 	// OpenTimeout bounds opening the storage at startup.
 	OpenTimeout time.Duration
+
+	// ZStorTimeout is the time a network storage has to answer a load;
+	// without an answer the load fails (EIO) and the storage is considered
+	// down (see zstor.go).
+	ZStorTimeout time.Duration
+
+	// Status, if set, is told the server's state when it changes (the
+	// storage went down): the command sends it as sd_notify STATUS=.
+	Status func(state string)
 }
 
 // Defaults.
@@ -52,6 +61,7 @@ const (
 	DefaultAutoExitGrace = 30 * time.Second
 	DefaultRevIdle       = 2 * time.Minute
 	DefaultOpenTimeout   = time.Minute
+	DefaultZStorTimeout  = 30 * time.Second
 )
 
 // ErrUsage is wrapped by option errors that are the caller's mistake.
@@ -100,7 +110,10 @@ func (opt *Options) normalize() error {
 	if opt.OpenTimeout == 0 {
 		opt.OpenTimeout = DefaultOpenTimeout
 	}
-	if opt.AutoExitGrace < 0 || opt.RevIdle < 0 || opt.OpenTimeout < 0 {
+	if opt.ZStorTimeout == 0 {
+		opt.ZStorTimeout = DefaultZStorTimeout
+	}
+	if opt.AutoExitGrace < 0 || opt.RevIdle < 0 || opt.OpenTimeout < 0 || opt.ZStorTimeout < 0 {
 		return fmt.Errorf("%w: negative duration", ErrUsage)
 	}
 	return nil

@@ -34,7 +34,8 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	stor   zodb.IStorage
+	stor   zodb.IStorage // zstor
+	zstor  *zstor        // the storage's availability (zstor.go)
 	db     *zodb.DB
 	watchq chan zodb.Event
 	events <-chan zodb.Event
@@ -80,13 +81,15 @@ func Open(ctx context.Context, opt Options) (_ *Server, err error) {
 
 	octx, cancel := context.WithTimeout(ctx, opt.OpenTimeout)
 	defer cancel()
-	s.stor, err = zdata.OpenStorage(octx, opt.ZURL)
+	stor, err := zdata.OpenStorage(octx, opt.ZURL)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w (no answer within %s)", err, opt.OpenTimeout)
 		}
 		return nil, err
 	}
+	s.zstor = newZStor(stor, &s.opt)
+	s.stor = s.zstor
 	s.watchq = make(chan zodb.Event)
 	at0 := s.stor.AddWatch(s.watchq)
 	s.events = eventQueue(s.ctx, s.watchq)
@@ -174,10 +177,11 @@ func (s *Server) Mount() (err error) {
 	}
 
 	s.start(func(ctx context.Context) {
-		if err := s.follow(ctx, s.events); err != nil {
+		if err := s.follow(ctx, s.events); err != nil && !s.zstor.lost(err) {
 			s.fail(fmt.Errorf("zwatcher failed: %w", err))
 		}
 	})
+	s.start(func(ctx context.Context) { s.zstor.monitor(ctx, s.fail) })
 	s.start(s.gcLoop)
 	if s.opt.AutoExit {
 		s.start(s.autoExitLoop)
@@ -218,10 +222,17 @@ func (s *Server) Wait() error {
 		log.Errorf("%s", err)
 		log.Errorf("%s: unmounting: head/ can no longer follow the database", s.opt.Mountpoint)
 		if e := unix.Unmount(s.opt.Mountpoint, 0); e != nil {
-			log.Errorf("%s: unmount: %s; detaching it lazily", s.opt.Mountpoint, e)
+			log.Errorf("%s: unmount: %s; detaching it lazily%s", s.opt.Mountpoint, e, s.busyReport())
 			unix.Unmount(s.opt.Mountpoint, unix.MNT_DETACH)
 		}
-		<-s.served
+		// a lazily detached mount is served until its users let go of it:
+		// do not wait for them (a service manager restarts the server
+		// only once it exited); they get ENOTCONN
+		select {
+		case <-s.served:
+		case <-time.After(detachedGrace):
+			log.Errorf("%s: detached mount still in use: exiting anyway (its users get ENOTCONN)", s.opt.Mountpoint)
+		}
 	}
 	s.close()
 	if s.opt.AutoExit && (err != nil || s.act.autoExited.Load()) {
@@ -305,6 +316,10 @@ func every(ctx context.Context, period time.Duration, f func() bool) {
 		}
 	}
 }
+
+// detachedGrace bounds the wait for a mount detached after a failure to be
+// released by its users.
+const detachedGrace = time.Second
 
 // maxBackground is the number of asynchronous requests (readahead) the
 // kernel may have in flight (go-fuse default: 12).

@@ -20,6 +20,12 @@
 // or STATUS=<error> (and ERRNO=<n> when there is one) right before exiting
 // non-zero on a startup failure; STOPPING=1 when it stops.
 //
+// Storage outages: reads needing a network storage that does not answer
+// within -zstor.timeout fail with EIO and the storage is then down (as when
+// its watch fails): cached data is still served, .wcfs/zstor and STATUS=
+// say so, and once the storage is back the server unmounts and exits 1
+// with a message naming the storage, so that a new server follows it.
+//
 // Signals: SIGTERM and SIGINT unmount (non-lazily) and exit 0; if the mount
 // is busy the server logs who uses it and keeps serving. SIGHUP is ignored.
 // SIGQUIT dumps all goroutines (Go runtime). An unmount from outside
@@ -61,6 +67,7 @@ func main() {
 	flag.DurationVar(&opt.PinTimeout, "pintimeout", server.DefaultPinTimeout, "clients are killed if they do not handle a pin notification in this time")
 	flag.DurationVar(&opt.RevIdle, "revgc.idle", server.DefaultRevIdle, "release @<rev>/ views nobody used for this long")
 	flag.DurationVar(&opt.OpenTimeout, "open.timeout", server.DefaultOpenTimeout, "give up opening the storage at startup after this long")
+	flag.DurationVar(&opt.ZStorTimeout, "zstor.timeout", server.DefaultZStorTimeout, "a read needing a network storage fails with EIO when the storage does not answer within this time (the storage is then down: see .wcfs/zstor)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
 	logToStderrByDefault()
 	flag.Parse()
@@ -70,6 +77,7 @@ func main() {
 		os.Exit(2)
 	}
 	opt.ZURL, opt.Mountpoint = flag.Arg(0), flag.Arg(1)
+	opt.Status = func(state string) { notify("STATUS=" + oneLine(state)) }
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err == nil {
@@ -138,7 +146,9 @@ func run(opt server.Options) int {
 	notify("STOPPING=1")
 	log.Infof("stop %q %q", opt.Mountpoint, opt.ZURL)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "wcfs: %s\n", err)
+		msg := fmt.Sprintf("wcfs: %s", err)
+		fmt.Fprintln(os.Stderr, msg)
+		notify("STATUS=" + oneLine(msg))
 		return 1
 	}
 	return 0
