@@ -159,15 +159,42 @@ var sink atomic.Uint64
 
 // waitCached waits until the whole of every block in blks is cached (the
 // server uploads the rest of a block asynchronously after a read).
+//
+// A page counts once it was seen cached: the machine may evict clean file
+// pages nobody maps at any time (proactive reclaim: the test VMs run DAMON's
+// pageout of unmapped file pages, which drops such pages within a fraction
+// of a second without memory pressure). Once every page was seen, each is
+// touched, so that the block stays cached (mapped pages are not evicted)
+// for the checks that follow; a page evicted meanwhile is read again.
 func (m *mapping) waitCached(t *testing.T, what string, blks ...int64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
+	pagesize := int64(os.Getpagesize())
 	for _, blk := range blks {
-		for m.cached(t, blk) != m.pages() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: block %d: %d of %d pages cached", what, blk, m.cached(t, blk), m.pages())
+		b := m.mem[blk*m.blksize : (blk+1)*m.blksize]
+		seen := make([]bool, m.pages())
+		for {
+			vec := make([]byte, len(seen))
+			if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+				t.Fatal("mincore:", e)
 			}
-			time.Sleep(5 * time.Millisecond)
+			n := 0
+			for i, v := range vec {
+				seen[i] = seen[i] || v&1 != 0
+				if seen[i] {
+					n++
+				}
+			}
+			if n == len(seen) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: block %d: %d of %d pages were in the page cache", what, blk, n, len(seen))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		for off := int64(0); off < m.blksize; off += pagesize {
+			sink.Add(uint64(b[off]))
 		}
 	}
 }
