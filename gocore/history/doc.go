@@ -131,7 +131,11 @@
 //
 // Update returns an error, leaving the history unchanged, when a record it
 // needs cannot be loaded or decoded; the caller cannot know what the commit
-// changed then and must treat every cached block as stale. Errors name the
-// file, the node and the revision; ErrCorrupt marks blktab data that is not a
-// valid LOBTree.
+// changed then. Errors name the file, the node and the revision; ErrCorrupt
+// marks blktab data that is not a valid LOBTree. Recover (recover.go) then
+// applies the commit anyway: every followed file it may have changed is
+// reported as an epoch (the caller drops its cache) and followed anew, and
+// the history goes on with the next commits. A file whose records cannot be
+// read at the commit is left unfollowed (FileDelta.NotFollowed) until a
+// later Follow works.
 package history

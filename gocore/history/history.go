@@ -68,6 +68,10 @@ type History struct {
 
 	// (w) blktab node oids and ZBigFile oids → followed files
 	treeRoute routes[*fileHist]
+
+	// (w) files Recover could not follow anew → the commit it recovered:
+	// their next Follow starts at Head (see recover.go)
+	resets map[zodb.Oid]zodb.Tid
 }
 
 // blkRef names a block of a followed file.
@@ -131,6 +135,7 @@ func New(stor zodb.IStorage, at0 zodb.Tid) *History {
 		zblkRoute: make(routes[blkRef]),
 		pending:   make(map[*fileHist]struct{}),
 		treeRoute: make(routes[*fileHist]),
+		resets:    make(map[zodb.Oid]zodb.Tid),
 	}
 }
 
@@ -213,6 +218,11 @@ func (h *History) fileTail(f *fileHist) zodb.Tid {
 func (h *History) Follow(ctx context.Context, foid zodb.Oid) (_ FileInfo, err error) {
 	h.wmu.Lock()
 	defer h.wmu.Unlock()
+	return h.follow(ctx, foid)
+}
+
+// follow is Follow under wmu.
+func (h *History) follow(ctx context.Context, foid zodb.Oid) (_ FileInfo, err error) {
 	head, tail := h.head, h.tail // (w) fields are stable under wmu
 	defer func() {
 		if err != nil {
@@ -241,6 +251,10 @@ func (h *History) Follow(ctx context.Context, foid zodb.Oid) (_ FileInfo, err er
 			break
 		}
 		s = ps
+	}
+	if _, ok := h.resets[foid]; ok {
+		// Recover could not follow it: what it was before now is not known
+		epoch = max(epoch, head)
 	}
 
 	f := &fileHist{
@@ -286,6 +300,7 @@ func (h *History) Follow(ctx context.Context, foid zodb.Oid) (_ FileInfo, err er
 	defer h.mu.Unlock()
 	h.files[foid] = f
 	h.routeFile(f)
+	delete(h.resets, foid)
 	return f.info(), nil
 }
 

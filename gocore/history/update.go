@@ -19,6 +19,10 @@ import (
 type Delta struct {
 	Rev   zodb.Tid
 	Files map[zodb.Oid]*FileDelta // only files with something to report
+
+	// Recovered: made by Recover, which does not know what the commit
+	// changed: Files are every file it may have changed, each with Epoch.
+	Recovered bool
 }
 
 // FileDelta is what a commit did to one followed file.
@@ -44,6 +48,11 @@ type FileDelta struct {
 
 	// Info is the file after the commit (zero if Gone).
 	Info FileInfo
+
+	// NotFollowed (Recover only): following the file anew at the commit
+	// failed with this error; the file is not followed until a later
+	// Follow succeeds.
+	NotFollowed error
 }
 
 // fileUpdate is what a commit does to one file, computed before anything
@@ -290,12 +299,22 @@ func (h *History) ForgetPast(revCut zodb.Tid) {
 	defer h.wmu.Unlock()
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.forgetPast(revCut)
+}
+
+// forgetPast is ForgetPast under wmu and mu.
+func (h *History) forgetPast(revCut zodb.Tid) {
 	revCut = min(revCut, h.head)
 	if revCut <= h.tail {
 		return
 	}
 	h.tail = revCut
 	h.zlog.forget(revCut)
+	for foid, r := range h.resets {
+		if r <= revCut {
+			delete(h.resets, foid)
+		}
+	}
 	for f := range h.pending {
 		f.mergeBacklog()
 		delete(h.pending, f)
