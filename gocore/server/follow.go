@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -203,6 +204,7 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 	if err != nil {
 		return nil, err
 	}
+	unsure := h.refollowFiles(ctx, δF)
 	sw := &viewSwitch{tid: δZ.Tid}
 
 	// collect old data of changed blocks and drop them from the load tables
@@ -319,6 +321,9 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 				if !fd.Epoch {
 					sw.invalAll = append(sw.invalAll, f)
 				}
+			case unsure[f.oid]:
+				// see refollowFiles: its reads fail until its records can be read
+				log.Errorf("%s: @%s: %s (reading it fails until a commit makes it readable)", f.path(), δZ.Tid, err)
 			default:
 				return nil, err
 			}
@@ -332,14 +337,27 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 }
 
 // updateHistory applies δZ to the block history. A failure to load what a
-// commit changed is retried for a while (a storage hiccup); after that the
-// server cannot know which cached blocks are stale, and fails.
+// commit changed is retried a few times (a hiccup); after that the server
+// cannot know which cached blocks are stale: the history recovers
+// (history.Recover), treating every file the commit may have changed as
+// replaced at δZ.Tid (an epoch: their page cache is dropped). When the
+// storage is unavailable the error is returned (see zstor.go).
 func (h *headView) updateHistory(ctx context.Context, δZ *zodb.EventCommit) (*history.Delta, error) {
 	delay := 100 * time.Millisecond
 	for try := 1; ; try++ {
 		δF, err := h.hist.Update(ctx, δZ)
-		if err == nil || try == historyTries || ctx.Err() != nil || errors.Is(err, errStorageDown) {
+		if err == nil || ctx.Err() != nil || errors.Is(err, errStorageDown) {
 			return δF, err
+		}
+		if try == historyTries {
+			δF, rerr := h.hist.Recover(ctx, δZ)
+			if rerr != nil {
+				return nil, fmt.Errorf("%w; recover: %w", err, rerr)
+			}
+			log.Errorf("%s", err)
+			log.Errorf("-> @%s applied without knowing what it changed: its files restart there, "+
+				"their page cache is dropped (as at an epoch): %s", δZ.Tid, fileList(δF))
+			return δF, nil
 		}
 		log.Warningf("%s (retrying in %s)", err, delay)
 		select {
@@ -352,8 +370,59 @@ func (h *headView) updateHistory(ctx context.Context, δZ *zodb.EventCommit) (*h
 }
 
 // historyTries bounds the attempts to apply one commit to the history
-// (0.1+0.2+...+3.2 s of waits).
-const historyTries = 7
+// (0.1+0.2+0.4 s of waits, with head reads held up) before it recovers.
+const historyTries = 4
+
+// fileList names the files of a delta.
+func fileList(δF *history.Delta) string {
+	var v []string
+	for foid := range δF.Files {
+		v = append(v, foid.String())
+	}
+	sort.Strings(v)
+	if len(v) == 0 {
+		return "none"
+	}
+	return strings.Join(v, ", ")
+}
+
+// refollowFiles deals with the files a recovery could not follow anew (the
+// records of their blktab unreadable): the history ignores them, so at each
+// commit, until following them works again, the server treats them as
+// replaced (Epoch: page cache dropped, state loaded anew). It returns the
+// files whose state may fail to load (reads of them fail meanwhile).
+// viewMu is write-held; the history is at the commit.
+func (h *headView) refollowFiles(ctx context.Context, δF *history.Delta) (unsure map[zodb.Oid]bool) {
+	unsure = make(map[zodb.Oid]bool)
+	for foid := range h.refollow {
+		fd := δF.Files[foid]
+		if fd == nil {
+			fd = &history.FileDelta{}
+			δF.Files[foid] = fd
+		}
+		fd.Epoch, fd.SizeChanged = true, true
+		if _, err := h.hist.Follow(ctx, foid); err != nil {
+			fd.NotFollowed = err
+		} else {
+			delete(h.refollow, foid)
+			log.Warningf("head/bigfile/%s: followed again @%s", foid, δF.Rev)
+		}
+	}
+	for foid, fd := range δF.Files {
+		if δF.Recovered {
+			unsure[foid] = true
+		}
+		if fd.NotFollowed != nil {
+			unsure[foid] = true
+			if h.refollow == nil {
+				h.refollow = make(map[zodb.Oid]struct{})
+			}
+			h.refollow[foid] = struct{}{}
+			log.Errorf("head/bigfile/%s: @%s: %s (its reads fail until it can be followed again)", foid, δF.Rev, fd.NotFollowed)
+		}
+	}
+	return unsure
+}
 
 // applyToKernel is phase 2 of commit (no view lock held).
 func (s *Server) applyToKernel(sw *viewSwitch) {

@@ -59,6 +59,10 @@ type headView struct {
 	// under viewMu.W, Follow/Track under viewMu.R (its head = zconn's).
 	hist *history.History
 
+	// refollow: files a recovery of the history left unfollowed (under
+	// commitMu; see refollowFiles in follow.go)
+	refollow map[zodb.Oid]struct{}
+
 	// OnBlockLoad, if set, is called after a block of a head file was
 	// loaded from the database and before its data is returned to the
 	// kernel, with viewMu read-held. An error fails the read. It is the
