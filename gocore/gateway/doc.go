@@ -32,10 +32,19 @@
 // Attaching is that probe: the opened .wcfs/zurl stays open as long as the
 // WCFS is joined, which keeps the mount busy so an -autoexit server stays up.
 //
+// A registered WCFS whose server process exited (crashed, killed, ended
+// after losing its storage) leaves the registry at the next join, which then
+// attaches to or starts a new server; the joins holding the old WCFS keep it
+// until they close it. The process is the child this registry spawned, or,
+// for a server it attached to, the one found in the process table in the
+// background after attaching (a pidfd, checked without touching the mount).
+//
 // # Start lock
 //
 // Starting, cleaning a stale mount and stopping are serialized across processes
-// by an exclusive flock on <root>/<id>.lock, taken with the caller's context.
+// by an exclusive flock on <root>/<id>.lock (gocore/internal/startlock, shared
+// with the server, which takes it to remove its mountpoint directory after an
+// -autoexit), taken with the caller's context.
 // Under the lock the state is classified again, so that N processes joining one
 // zurl at once start exactly one server: the first starts it, the others find
 // it running. Joins of a running server take no lock. The lock file is unlinked
@@ -57,6 +66,14 @@
 // zurl, and the FUSE connection's abort file
 // (/sys/fs/fuse/connections/<minor>/abort) is opened; any failure stops what
 // was started.
+//
+// A spawned server's stdout and stderr go to its log <root>/<id>.log
+// (unless Gateway.ServerOutput says otherwise): created anew at each start
+// (the previous log's last lines are logged first: a server that ended
+// normally removed it, so a log left tells how the previous server ended),
+// named in the error of a failed start and by Status, removed by a clean
+// Stop and by an -autoexit server ending normally. Servers log to stderr by
+// default, so nothing goes to $TMPDIR.
 //
 // # Stop escalation
 //

@@ -69,9 +69,23 @@
 // Unchanged blocks and holes stay cached when a file grows. An epoch (the
 // ZBigFile object changed: blksize, blktab replaced, deleted) drops that
 // file's cache and serves the new content; it does not take the filesystem
-// down (spec gap 4). A failure of the storage watch ends serving: the
-// server unmounts (lazily if busy) and exits non-zero, since head/ could no
-// longer show the database.
+// down (spec gap 4). A commit the block history cannot apply (a record it
+// needs cannot be read) is retried briefly, then applied with
+// history.Recover: the files it may have changed are treated as replaced
+// (epoch), and a file the history cannot follow anew gives EIO until a later
+// commit makes it readable (refollowFiles).
+//
+// # Storage outages (zstor.go)
+//
+// Every load goes through zstor: loads from network storages get
+// -zstor.timeout to answer. A failed storage watch, a timeout or a broken
+// link puts the storage down: the follower stops, head/ stays at the last
+// revision processed, cached data is served, loads fail at once (EIO), and
+// .wcfs/zstor says "down since <time>: <cause>". The storage is opened anew
+// every second; once that works the server unmounts (lazily if busy, without
+// waiting for the detached mount's users) and exits 1 with a message naming
+// the storage: neo/go's clients cannot resume the session nor list the
+// commits missed, so a new server must follow the storage.
 //
 // # Locks
 //
@@ -95,16 +109,22 @@
 // # Lifecycle (server.go, activity.go; command: gocore/cmd/wcfs)
 //
 // Open validates options and opens the storage, the database and the head
-// connection before anything is mounted. Mount mounts (fstype fuse.wcfs,
-// source = zurl, mount(2) as root, ExplicitDataCacheControl, MaxWrite at
-// the kernel's cap), verifies that the kernel supports store/retrieve
-// notifications, and starts the follower. The command then reports
+// connection before anything is mounted; it refuses a mountpoint that the
+// mount table shows mounted (two servers must never stack). Mount mounts
+// (fstype fuse.wcfs, source = zurl, mount(2) as root,
+// ExplicitDataCacheControl, MaxWrite at the kernel's cap), verifies that
+// the kernel supports store/retrieve notifications, and starts the
+// follower. The command then reports
 // readiness (sd_notify READY=1). Wait returns when the filesystem is
 // unmounted (SIGTERM/SIGINT, -autoexit, fusermount -u: exit 0) or serving
 // failed. Unmounts are non-lazy: a busy mount keeps being served and the log
 // names the processes using it. -autoexit counts open handles and client
 // requests (the server's own requests excluded) in a wrapper of the raw
-// filesystem, and unmounts after the grace period without either.
+// filesystem, and unmounts after the grace period without either. A server
+// started with -autoexit (by the gateway) removes its mountpoint directory
+// after unmounting itself, under the mountpoint's start lock
+// (gocore/internal/startlock, mountpoint.go), and the gateway's log of it if
+// it ends without error.
 //
 // # Isolation protocol (watch.go, pin.go, kill.go)
 //
