@@ -169,6 +169,32 @@ def test_join_after_crash(wcfs_db):
     no_server(zurl)
 
 
+def test_join_while_joined_to_a_dead_server(wcfs_db):
+    """A join does not return the WCFS of a server that died, even while that
+    WCFS is still joined: it starts a new server (or attaches to one)."""
+    zurl = wcfs_db.zurl
+    wc = wcfs.join(zurl, autostart=True)
+    wcfs._wcautostarted.remove(wc)
+    kill_server(wc._wcsrv)
+    with pytest.raises(RuntimeError, match="server not running .*died and left a stale mount"):
+        wcfs.join(zurl, autostart=False)
+    wc2 = wcfs.join(zurl, autostart=True)
+    try:
+        assert wc2 is not wc
+        assert wc2._wcsrv._proc.pid != wc._wcsrv._proc.pid
+        assert wc2._read(bigfile(wcfs_db)) == wcfs_db.data
+        assert wcfs.join(zurl) is wc2
+        wc2.close()
+        close_aborted(wc.close)  # the old join: its server is gone
+        assert wcfs._wcregistry[wc2.mountpoint] is wc2
+        wc2.close()
+    finally:
+        wc2._wcsrv.stop()
+        wcfs._wcautostarted.remove(wc2)
+    wc._wcsrv.stop()
+    no_server(zurl)
+
+
 def test_start_after_crash(wcfs_db):
     zurl = wcfs_db.zurl
     wc = wcfs.join(zurl, autostart=True)
@@ -414,6 +440,13 @@ def test_missing_database(tmp_path, wcfs_leakcheck):
     assert msg.startswith("wcfs: join %s: server pid" % zurl)
     assert "exited with status 1 before it was ready" in msg
     assert "nonexistent.fs" in msg
+    # the server's log explains the failure; it stays until the next start or stop
+    log = wcfs._mntpt_4zurl(zurl) + ".log"
+    assert "(server log: %s)" % log in msg
+    with open(log) as f:
+        assert "nonexistent.fs: no such file or directory" in f.read()
+    wcfs.stop(zurl)
+    assert not os.path.exists(log)
     no_server(zurl)
 
 
