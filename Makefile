@@ -25,6 +25,10 @@ export GOTOOLCHAIN := go1.25.5
 # a test-only dependency of neo/go is not in the checksum database
 export GONOSUMDB := github.com/gwenn
 export GOFLAGS := -mod=mod
+# neo/go links crawshaw.io/sqlite, whose amalgamated sqlite3.c makes GCC warn
+# (-Wstringop-overflow, a false positive) on every fresh build: keep the build
+# output about our code. The default flags otherwise (-O2 -g).
+export CGO_CFLAGS ?= -O2 -g -Wno-stringop-overflow
 GO ?= go
 
 # Python: one interpreter, one venv, pinned packages.
