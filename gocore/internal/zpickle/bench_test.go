@@ -3,7 +3,10 @@
 
 package zpickle
 
-// Decoding speed of typical records, as Python 3 ZODB writes them:
+// Decoding speed of typical records, as Python 3 ZODB writes them, side by
+// side with og-rek (the general pickle decoder neo/go uses) decoding the
+// same records to its values (class and state, persistent references
+// resolved as the fuzz oracle does), without interpreting them:
 //
 //	go test -run=NONE -bench=. ./gocore/internal/zpickle
 
@@ -11,6 +14,7 @@ import (
 	"bytes"
 	"testing"
 
+	pickle "github.com/kisielk/og-rek"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 )
 
@@ -59,14 +63,31 @@ func BenchmarkDecode(b *testing.B) {
 		{"ZBigFile", func(rec []byte) error { _, _, err := DecodeZBigFile(rec); return err }},
 	} {
 		rec := recs[bm.name]
-		b.Run(bm.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(rec)))
-			for b.Loop() {
-				if err := bm.dec(rec); err != nil {
-					b.Fatal(err)
+		run := func(name string, dec func(rec []byte) error) {
+			b.Run(name, func(b *testing.B) {
+				b.ReportAllocs()
+				b.SetBytes(int64(len(rec)))
+				for b.Loop() {
+					if err := dec(rec); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
+		run(bm.name+"/zpickle", bm.dec)
+		run(bm.name+"/og-rek", ogrekDecode)
 	}
+}
+
+// ogrekDecode decodes both pickles of rec with og-rek.
+func ogrekDecode(rec []byte) error {
+	d := pickle.NewDecoderWithConfig(bytes.NewReader(rec), &pickle.DecoderConfig{
+		StrictUnicode:  true,
+		PersistentLoad: oracleRef,
+	})
+	if _, err := d.Decode(); err != nil {
+		return err
+	}
+	_, err := d.Decode()
+	return err
 }
