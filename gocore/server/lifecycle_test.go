@@ -208,3 +208,26 @@ func waitLog(srv *wcfstest.Server, subs ...string) bool {
 	}
 	return false
 }
+
+// A close(2) on the mount does not wait for the server: after the first
+// FLUSH (answered ENOSYS) the kernel sends none (-trace.fuse logs every
+// request the server receives).
+func TestNoFlush(t *testing.T) {
+	t.Parallel()
+	zurl, _ := smallFS(t)
+	srv := wcfstest.Start(t, zurl, "-trace.fuse")
+	for i := 0; i < 5; i++ {
+		readFile(t, srv.Path(".wcfs", "zurl"))
+		readFile(t, srv.Path("head", "at"))
+	}
+	log := srv.Log()
+	if !strings.Contains(log, "RELEASE") {
+		t.Fatalf("the server's FUSE trace shows no RELEASE: not a trace of the opens?\n%s", log)
+	}
+	// (go-fuse's own poll-hack file, node ^0, gets one FLUSH at mount,
+	// which go-fuse answers itself)
+	n := strings.Count(log, "FLUSH") - strings.Count(log, "FLUSH n18446744073709551615 ")
+	if n > 1 {
+		t.Errorf("%d FLUSH requests for 10 closes, want at most 1", n)
+	}
+}

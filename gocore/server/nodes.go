@@ -31,6 +31,19 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 var _ fs.NodeStatfser = (*node)(nil)
 
+// Flush: ENOSYS. Nothing is written through WCFS, so a close(2) has nothing
+// to flush; without a Flush of our own go-fuse answers every FLUSH with
+// success and the kernel keeps sending one, waiting for the reply, on every
+// close of every file of the mount. ENOSYS makes the kernel stop sending
+// them for the whole connection (and close succeed): a close no longer
+// waits for the server (a client's unpin, WCFS.Close of .wcfs/zurl on a
+// server that stopped answering).
+func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
+	return syscall.ENOSYS
+}
+
+var _ fs.NodeFlusher = (*node)(nil)
+
 // dir is a plain directory (/, .wcfs/, .wcfs/debug/): mode 0755.
 type dir struct {
 	node

@@ -198,9 +198,11 @@ func (wl *watchLink) sendPin(foid zodb.Oid, blk int64, rev zodb.Tid) error {
 
 // pinFailed deals with a client that mishandled a pin (spec 2.8): the link
 // is shut down with "0 fatal: <err>" and the client killed, unless the link
-// the link went down because of "bye" (graceful: pins are canceled, nobody
-// is killed) or the server is stopping. Every failed pin returns once the
-// client was dealt with (the first one runs the kill procedure). A prompt failure (the client closed the link or
+// went down because of "bye" (graceful: pins are canceled, nobody is
+// killed) or the server is stopping.
+//
+// Every failed pin returns once the client was dealt with (the first one
+// runs the kill procedure). A prompt failure (the client closed the link or
 // broke the protocol) kills only if the client does not exit by itself
 // within min(3s, the pin deadline); a timeout kills unless the client is
 // already dead.

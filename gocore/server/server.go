@@ -107,9 +107,6 @@ func Open(ctx context.Context, opt Options) (_ *Server, err error) {
 	return s, nil
 }
 
-// Head returns head/ (for the isolation protocol's hooks).
-func (s *Server) Head() *headView { return s.head }
-
 // Stats returns the counters of .wcfs/stats.
 func (s *Server) Stats() *Stats { return s.stats }
 

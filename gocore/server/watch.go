@@ -12,11 +12,12 @@ package server
 // request handler runs per watch request; pins are sent from watch setups
 // and from head reads (pin.go).
 //
-// Locks, in order: headView.commitMu (R: a watch setup, the whole of it) >
-// watchLink.setupSem (one setup per link and file) > watch.atMu (W while a
-// setup changes at and computes its pins, R while a pin to that watch is
-// prepared and sent) > watch.pinMu, isolation.fmu, watchLink.mu. A read
-// holds headView.viewMu (R) and at most one watch's atMu (R) at a time.
+// Locks, in order: watchLink.setupSem (one setup per link and file; taken
+// before waiting for head/at to reach the watch's at) > headView.commitMu
+// (R: the rest of the setup, from when head/at is there) > watch.atMu (W
+// while a setup changes at and computes its pins, R while a pin to that
+// watch is prepared and sent) > watch.pinMu, isolation.fmu, watchLink.mu. A
+// read holds headView.viewMu (R) and at most one watch's atMu (R) at a time.
 //
 // Decisions where the reference is silent or has gaps:
 //
