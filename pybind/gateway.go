@@ -187,11 +187,7 @@ func (s *Server) StuckDump() string  { return s.s.StuckDump() }
 // AbortFd returns a new descriptor (close-on-exec, owned by the caller) of
 // the FUSE connection's abort file, or -1 once the server was stopped.
 func (s *Server) AbortFd() (int, error) {
-	f := s.s.AbortFile()
-	if f == nil {
-		return -1, nil
-	}
-	return dupCloexec(int(f.Fd()))
+	return s.s.DupAbortFd()
 }
 
 // Stop stops the server within timeout seconds (<= 0: the default, 20s).

@@ -432,8 +432,32 @@ func TestJoinStartStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if srv.Mountpoint() != mntpt || srv.Pid() == 0 || srv.AbortFile() == nil {
-		t.Fatalf("server %q pid %d abort %v", srv.Mountpoint(), srv.Pid(), srv.AbortFile())
+	if srv.Mountpoint() != mntpt || srv.Pid() == 0 {
+		t.Fatalf("server %q pid %d", srv.Mountpoint(), srv.Pid())
+	}
+	var abortSt unix.Stat_t
+	if err := unix.Stat(srv.mount.AbortPath(), &abortSt); err != nil {
+		t.Fatal(err)
+	}
+	// isAbortFd checks that fd is a descriptor of the abort file and closes it
+	isAbortFd := func(fd int) error {
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("fstat abort fd %d: %w", fd, err)
+		}
+		if st.Dev != abortSt.Dev || st.Ino != abortSt.Ino {
+			return fmt.Errorf("abort fd %d is not %s", fd, srv.mount.AbortPath())
+		}
+		if fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil || fl&unix.FD_CLOEXEC == 0 {
+			return fmt.Errorf("abort fd %d: flags %#x %v, want close-on-exec", fd, fl, err)
+		}
+		return nil
+	}
+	if fd, err := srv.DupAbortFd(); err != nil || fd < 0 {
+		t.Fatalf("DupAbortFd: %d %v", fd, err)
+	} else if err := isAbortFd(fd); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := tg.start(z); !errors.Is(err, ErrAlreadyRunning) || !strings.Contains(err.Error(), "wcfs: start "+z+": already running") {
 		t.Fatalf("second start: %v", err)
@@ -467,8 +491,29 @@ func TestJoinStartStop(t *testing.T) {
 	} else {
 		w3.Close()
 	}
+	// DupAbortFd racing with Stop (which closes the abort file) returns the
+	// abort file or -1, never a closed or reused descriptor
+	dupErr := make(chan error, 1)
+	go func() {
+		for {
+			fd, err := srv.DupAbortFd()
+			if err == nil && fd >= 0 {
+				err = isAbortFd(fd)
+			}
+			if err != nil || fd < 0 {
+				dupErr <- err
+				return
+			}
+		}
+	}()
 	if err := srv.Stop(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	if err := <-dupErr; err != nil {
+		t.Fatalf("DupAbortFd during Stop: %v", err)
+	}
+	if fd, err := srv.DupAbortFd(); fd != -1 || err != nil {
+		t.Fatalf("DupAbortFd after Stop: %d %v; want -1", fd, err)
 	}
 	tg.stopped(z, srv)
 	if _, err := tg.Status(context.Background(), z); err == nil || !strings.Contains(err.Error(), "nothing mounted") {

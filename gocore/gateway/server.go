@@ -6,6 +6,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,12 +62,29 @@ func (s *Server) Exited() bool {
 	return s.proc == nil || s.proc.hasExited()
 }
 
-// AbortFile returns the opened FUSE abort file of the server's connection
-// (writing "1\n" to it aborts the connection), or nil once stopped.
-func (s *Server) AbortFile() *os.File {
+// DupAbortFd returns a new descriptor (close-on-exec, owned by the caller)
+// of the FUSE abort file of the server's connection (writing "1\n" to it
+// aborts the connection), or -1 once the server was stopped. The descriptor
+// is duplicated under the lock that Stop takes to close the file, so it
+// never duplicates a closed descriptor or one reused by another open.
+func (s *Server) DupAbortFd() (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.abort
+	if s.abort == nil {
+		return -1, nil
+	}
+	rc, err := s.abort.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("dup the FUSE abort file: %w", err)
+	}
+	nfd := -1
+	cerr := rc.Control(func(fd uintptr) {
+		nfd, err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if err = cmp.Or(cerr, err); err != nil {
+		return -1, fmt.Errorf("dup the FUSE abort file: %w", err)
+	}
+	return nfd, nil
 }
 
 // spawnOptions say how to spawn a server.
