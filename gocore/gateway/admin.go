@@ -6,6 +6,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -122,8 +123,14 @@ func (g *Gateway) serve(ctx context.Context, zurlStr string, optv []string, exec
 		select {
 		case <-srv.proc.exited:
 		case <-ctx.Done():
-			srv.Stop(context.Background())
+			serr := srv.Stop(context.Background())
+			if !srv.proc.hasExited() {
+				// Stop gave up: the reaper still waits for the process
+				// (and is the one to set its state)
+				return fmt.Errorf("server pid%d does not exit: %w", srv.proc.pid, cmp.Or(serr, ctx.Err()))
+			}
 		}
+		// the reaper set the state before closing exited
 		if st := srv.proc.state; st == nil || !st.Success() {
 			return fmt.Errorf("server pid%d exited with %s", srv.proc.pid, srv.proc.exitStatus())
 		}
