@@ -181,11 +181,10 @@ func (g *Gateway) lookupServer(zurlStr, mntpt string) (*Server, error) {
 	if err != nil || m == nil {
 		return nil, err
 	}
-	equivalent := func(z string) bool { return zurl.Equivalent(z, zurlStr) }
-	if err := m.checkOurs(equivalent); err != nil {
+	if err := m.checkOurs(zurlStr); err != nil {
 		return nil, err
 	}
-	proc, err := findServer(m, equivalent)
+	proc, err := findServer(m, zurlStr)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +225,7 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 	if m == nil {
 		return fail("mount entry: nothing mounted at %s", mntpt)
 	}
-	if err := m.checkOurs(func(z string) bool { return zurl.Equivalent(z, zurlStr) }); err != nil {
+	if err := m.checkOurs(zurlStr); err != nil {
 		return fail("mount entry: %s", err)
 	}
 	ok("mount entry: %s (source %q)", m, m.Source)
@@ -237,7 +236,7 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 		ok("FUSE connection %d: %s request(s) waiting", m.Minor, strings.TrimSpace(string(w)))
 	}
 
-	proc, err := findServer(m, func(z string) bool { return zurl.Equivalent(z, zurlStr) })
+	proc, err := findServer(m, zurlStr)
 	if err != nil {
 		return fail("server process: %s", err)
 	}

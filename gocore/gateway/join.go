@@ -245,7 +245,7 @@ func (g *Gateway) register(zurlStr, mntpt string, f *os.File, srv *Server, m *Mo
 // keeps a handle on it (a pidfd: cheap to check, immune to pid reuse) while
 // w is joined.
 func (w *WCFS) findServerProcess(m *Mount) {
-	proc, err := findServer(m, func(z string) bool { return zurl.Equivalent(z, w.zurl) })
+	proc, err := findServer(m, w.zurl)
 	if err != nil || proc == nil {
 		return // e.g. in another pid namespace: deaths are then seen by accesses only
 	}
@@ -309,7 +309,6 @@ func (st mountState) describe(mntpt string) string {
 // mounts, hung servers and unexpected errors are returned as errors. With
 // keep, a running server's .wcfs/zurl is returned open.
 func (g *Gateway) classify(ctx context.Context, zurlStr, mntpt string, keep bool) (mountState, error) {
-	equivalent := func(z string) bool { return zurl.Equivalent(z, zurlStr) }
 	for retry := 0; ; retry++ {
 		m, err := topMountAt(mntpt)
 		if err != nil {
@@ -318,13 +317,13 @@ func (g *Gateway) classify(ctx context.Context, zurlStr, mntpt string, keep bool
 		if m == nil {
 			return mountState{kind: stateAbsent}, nil
 		}
-		if err := m.checkOurs(equivalent); err != nil {
+		if err := m.checkOurs(zurlStr); err != nil {
 			return mountState{}, err
 		}
 		f, data, err := g.readFileBounded(ctx, mntpt+"/.wcfs/zurl", keep)
 		switch {
 		case err == nil:
-			if !equivalent(string(data)) {
+			if !zurl.Equivalent(string(data), zurlStr) {
 				if f != nil {
 					f.Close()
 				}
@@ -349,7 +348,7 @@ func (g *Gateway) cleanStale(ctx context.Context, zurlStr string, st mountState)
 		return nil
 	}
 	g.warnf("wcfs: %s: cleaning the stale mount of a dead server (%v)", st.mount.Point, st.cause)
-	proc, err := findServer(st.mount, func(z string) bool { return zurl.Equivalent(z, zurlStr) })
+	proc, err := findServer(st.mount, zurlStr)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // FSType is the filesystem type of WCFS mounts.
@@ -90,15 +92,16 @@ func (m *Mount) stillTop() (bool, error) {
 }
 
 // checkOurs returns an error describing why m is not a WCFS mount this
-// process may use for zurl: fstype, owner and source must all match.
-func (m *Mount) checkOurs(equivalent func(string) bool) error {
+// process may use for zurlStr: fstype, owner and source (a zurl equivalent
+// to zurlStr) must all match.
+func (m *Mount) checkOurs(zurlStr string) error {
 	if m.FSType != FSType {
 		return fmt.Errorf("%s is a %s mount (source %q), not a wcfs server: refusing to use it", m.Point, m.FSType, m.Source)
 	}
 	if uid := os.Geteuid(); m.UserID != uid {
 		return fmt.Errorf("%s is a wcfs mount of uid %d, not of uid %d: refusing to use it", m.Point, m.UserID, uid)
 	}
-	if !equivalent(m.Source) {
+	if !zurl.Equivalent(m.Source, zurlStr) {
 		return fmt.Errorf("%s is a wcfs mount serving %q: refusing to use it", m.Point, m.Source)
 	}
 	return nil

@@ -21,6 +21,8 @@ import (
 
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // process is a server process: a child spawned by this process (waited by
@@ -145,16 +147,16 @@ func (p *process) release() {
 }
 
 // findServer finds the process serving mount m: uid equal to the mount's
-// user_id, argv ending in "ZURL MOUNTPOINT" with an equivalent zurl, and
-// an open /dev/fuse. It returns nil if there is none (it died).
-func findServer(m *Mount, equivalent func(string) bool) (*process, error) {
+// user_id, argv ending in "ZURL MOUNTPOINT" with a zurl equivalent to
+// zurlStr, and an open /dev/fuse. It returns nil if there is none (it died).
+func findServer(m *Mount, zurlStr string) (*process, error) {
 	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil, fmt.Errorf("process table: %w", err)
 	}
 	match := func(p procfs.Proc) bool {
 		argv, err := p.CmdLine()
-		if err != nil || len(argv) < 3 || argv[len(argv)-1] != m.Point || !equivalent(argv[len(argv)-2]) {
+		if err != nil || len(argv) < 3 || argv[len(argv)-1] != m.Point || !zurl.Equivalent(argv[len(argv)-2], zurlStr) {
 			return false
 		}
 		st, err := p.NewStatus()

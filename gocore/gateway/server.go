@@ -18,8 +18,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // Server is a running WCFS server: one spawned by this process (Start,
@@ -216,7 +214,7 @@ func (s *Server) verifyStarted(ctx context.Context, keep bool) (*os.File, error)
 	if m == nil {
 		return nil, fmt.Errorf("server pid%d reported ready, but nothing is mounted at %s", s.proc.pid, s.mntpt)
 	}
-	if err := m.checkOurs(func(src string) bool { return zurl.Equivalent(src, s.zurl) }); err != nil {
+	if err := m.checkOurs(s.zurl); err != nil {
 		return nil, err
 	}
 	s.mount = m
@@ -280,7 +278,7 @@ func (s *Server) currentMount() *Mount {
 		}
 		return m
 	}
-	if m.checkOurs(func(src string) bool { return zurl.Equivalent(src, s.zurl) }) != nil {
+	if m.checkOurs(s.zurl) != nil {
 		return nil
 	}
 	return m
