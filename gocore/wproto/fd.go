@@ -83,25 +83,26 @@ func (t *FDTransport) Read(p []byte) (int, error) {
 }
 
 // Send implements Transport.
-func (t *FDTransport) Send(ctx context.Context, b []byte) error {
+func (t *FDTransport) Send(ctx context.Context, b []byte) (int, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	if !t.use() {
-		return io.ErrClosedPipe
+		return 0, io.ErrClosedPipe
 	}
 	defer t.unuse()
-	for len(b) > 0 {
-		n, err := unix.Write(t.fd, b)
+	sent := 0
+	for sent < len(b) {
+		n, err := unix.Write(t.fd, b[sent:])
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return err
+			return sent, err
 		}
-		b = b[n:]
+		sent += n
 	}
-	return nil
+	return sent, nil
 }
 
 // CloseWrite implements Transport. A descriptor has no separate sending

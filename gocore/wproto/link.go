@@ -228,38 +228,39 @@ func (l *Link) allocID() uint64 {
 }
 
 // send sends one frame, waiting for the transport (other frames) at most
-// until ctx is done.
-func (l *Link) send(ctx context.Context, f Frame) error {
+// until ctx is done. left tells whether any of the frame left (a frame that
+// did not leave never will).
+func (l *Link) send(ctx context.Context, f Frame) (left bool, err error) {
 	select {
 	case l.txSem <- struct{}{}:
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
-	err := l.t.Send(ctx, []byte(f.String()))
+	n, err := l.t.Send(ctx, []byte(f.String()))
 	<-l.txSem
-	return err
+	return n > 0, err
 }
 
 // sendUp sends f while the link is up: the send is canceled when the link
-// goes down (the error is then the link's DownError).
-func (l *Link) sendUp(ctx context.Context, f Frame) error {
+// goes down (the error is then the link's DownError). left is as for send.
+func (l *Link) sendUp(ctx context.Context, f Frame) (left bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.downCtx, cancel)
 	defer stop()
-	err := l.send(sctx, f)
+	left, err = l.send(sctx, f)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return left, ctx.Err()
 		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if l.downErr != nil {
-			return l.downError()
+			return left, l.downError()
 		}
-		return fmt.Errorf("send: %w", err)
+		return left, fmt.Errorf("send: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 // SendReq sends a request (server: a pin; client: a watch) on a new stream
@@ -281,7 +282,7 @@ func (l *Link) SendReq(ctx context.Context, payload string) (string, error) {
 	l.pending[id] = ch
 	l.mu.Unlock()
 
-	err := l.sendUp(ctx, Frame{id, payload})
+	left, err := l.sendUp(ctx, Frame{id, payload})
 	if err == nil {
 		select {
 		case reply := <-ch:
@@ -300,10 +301,10 @@ func (l *Link) SendReq(ctx context.Context, payload string) (string, error) {
 	default:
 	}
 	if l.pending[id] == ch {
-		if ctx.Err() != nil && l.downErr == nil {
-			l.pending[id] = nil // a late reply is dropped
+		if left && ctx.Err() != nil && l.downErr == nil {
+			l.pending[id] = nil // the request went out: a late reply is dropped
 		} else {
-			delete(l.pending, id)
+			delete(l.pending, id) // no reply will come
 		}
 	}
 	return "", err
@@ -358,7 +359,8 @@ func (l *Link) Reply(ctx context.Context, req *Request, payload string) error {
 	// soon as it has the reply
 	delete(l.inflight, req.Stream)
 	l.mu.Unlock()
-	return l.sendUp(ctx, Frame{req.Stream, payload})
+	_, err := l.sendUp(ctx, Frame{req.Stream, payload})
+	return err
 }
 
 // CloseWrite closes the sending side. Client role: it sends "<k> bye" and
@@ -378,7 +380,7 @@ func (l *Link) CloseWrite(ctx context.Context) error {
 		l.byeSent = true
 		id := l.allocID()
 		l.mu.Unlock()
-		if err := l.sendUp(ctx, Frame{id, MsgBye}); err != nil {
+		if _, err := l.sendUp(ctx, Frame{id, MsgBye}); err != nil {
 			return err
 		}
 	}

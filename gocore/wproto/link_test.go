@@ -199,7 +199,7 @@ func TestLinkClientProtocol(t *testing.T) {
 	cli.OnNotice = func(n string) { mu.Lock(); seen = append(seen, n); mu.Unlock() }
 	ctx := ctx10(t)
 	send := func(s string) {
-		if err := p.Send(ctx, []byte(s)); err != nil {
+		if _, err := p.Send(ctx, []byte(s)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -227,7 +227,7 @@ func TestLinkClientProtocol(t *testing.T) {
 	p2 := NewPipe()
 	cli2 := NewLink(RoleClient, p2.PeerTransport())
 	defer cli2.Close()
-	if err := p2.Send(ctx, []byte("3 ok\n")); err != nil {
+	if _, err := p2.Send(ctx, []byte("3 ok\n")); err != nil {
 		t.Fatal(err)
 	}
 	waitClosed(t, cli2.Down(), "client link after an unexpected reply")
@@ -320,6 +320,9 @@ func TestLinkCancel(t *testing.T) {
 	if err := <-res; !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("unanswered request: %v", err)
 	}
+	if n := npending(srv); n != 1 {
+		t.Fatalf("%d reply slots pending; want 1 (the request that went out)", n)
+	}
 	c.write(t, "4 ack\n")
 	// still up
 	go func() {
@@ -337,12 +340,93 @@ func TestLinkCancel(t *testing.T) {
 	if srv.Err() != nil {
 		t.Fatalf("link down: %v", srv.Err())
 	}
+	if n := npending(srv); n != 0 { // the late reply came before the last one
+		t.Fatalf("%d reply slots pending after the late reply; want 0", n)
+	}
 
 	// RecvReq and Reply honour their context
 	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := srv.RecvReq(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("RecvReq: %v", err)
+	}
+}
+
+// npending returns the number of reply slots of l.
+func npending(l *Link) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.pending)
+}
+
+// A request abandoned before its frame left leaves no reply slot behind (no
+// reply can come for it): a server whose client does not read abandons pins
+// for as long as the link lives.
+func TestLinkCancelUnsent(t *testing.T) {
+	p := NewPipe()
+	srv := NewLink(RoleServer, p)
+	defer srv.Close()
+
+	// ctx done before the call: whether the send waits for the transport
+	// or gets it, nothing leaves
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for i := 0; i < 100; i++ {
+		if _, err := srv.SendReq(canceled, "pin a"); !errors.Is(err, context.Canceled) {
+			t.Fatalf("SendReq with a canceled ctx: %v", err)
+		}
+	}
+	// the client does not read: the frame is withdrawn at the timeout
+	for i := 0; i < 5; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		_, err := srv.SendReq(ctx, "pin b")
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("unread request: %v", err)
+		}
+	}
+	// several at once: one in the transport, the others waiting for it
+	var wg sync.WaitGroup
+	errv := make([]error, 8)
+	for i := range errv {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+			defer cancel()
+			_, errv[i] = srv.SendReq(ctx, "pin c")
+		}()
+	}
+	wg.Wait()
+	for _, err := range errv {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("concurrent unread request: %v", err)
+		}
+	}
+	if n := npending(srv); n != 0 {
+		t.Fatalf("%d reply slots pending for requests that never left; want 0", n)
+	}
+
+	// nothing half sent: the next request goes out whole and gets its reply
+	c := &rawClient{p: p}
+	res := make(chan error, 1)
+	go func() {
+		reply, err := srv.SendReq(ctx10(t), "pin d")
+		if err == nil && reply != "ack" {
+			err = fmt.Errorf("reply %q", reply)
+		}
+		res <- err
+	}()
+	line, err := c.readLine(t)
+	if err != nil || !strings.HasSuffix(line, " pin d\n") {
+		t.Fatalf("read %q %v; want the last request", line, err)
+	}
+	c.write(t, strings.Fields(line)[0]+" ack\n")
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if n := npending(srv); n != 0 {
+		t.Fatalf("%d reply slots pending; want 0", n)
 	}
 }
 
@@ -405,7 +489,13 @@ func TestPipeInterrupt(t *testing.T) {
 	// a frame partly read when the sender gives up stays whole for the reader
 	ctx, cancel = context.WithCancel(context.Background())
 	sent := make(chan error)
-	go func() { sent <- p.Send(ctx, []byte("2 pin abc\n")) }()
+	go func() {
+		n, err := p.Send(ctx, []byte("2 pin abc\n"))
+		if n != 3 {
+			err = fmt.Errorf("Send: %d bytes taken, %w; want 3", n, err)
+		}
+		sent <- err
+	}()
 	b := make([]byte, 3)
 	if n, err := p.PeerRead(ctx10(t), b); n != 3 || err != nil {
 		t.Fatal(n, err)

@@ -22,7 +22,9 @@ type Transport interface {
 	// Send sends b. It returns once the peer has taken all of b, or with
 	// an error. If it returns ctx's error, a transport either sent nothing
 	// or (Pipe) keeps the rest of b for the peer: a frame is never cut.
-	Send(ctx context.Context, b []byte) error
+	// n is how many bytes of b the peer has taken: 0 means that nothing of
+	// b left (and, with ctx's error, nothing ever will).
+	Send(ctx context.Context, b []byte) (n int, err error)
 
 	// CloseWrite closes the sending side: the peer reads EOF once it has
 	// taken what was sent. Sends fail afterwards.
@@ -108,25 +110,25 @@ func (p *Pipe) Read(b []byte) (int, error) {
 }
 
 // Send implements Transport: it waits until the peer has read all of b. If
-// ctx is done before the peer took anything, b is withdrawn; if it took a
-// part, the rest stays for the peer (the frame is not cut) and Send returns
-// ctx's error anyway.
-func (p *Pipe) Send(ctx context.Context, b []byte) error {
+// ctx is done before the peer took anything, b is withdrawn (n == 0); if it
+// took a part, the rest stays for the peer (the frame is not cut) and Send
+// returns ctx's error anyway.
+func (p *Pipe) Send(ctx context.Context, b []byte) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for len(p.out) > 0 { // the rest of a frame whose Send gave up
 		if p.closed || p.outClose {
-			return io.ErrClosedPipe
+			return 0, io.ErrClosedPipe
 		}
 		if err := p.wait(ctx); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if p.closed || p.outClose {
-		return io.ErrClosedPipe
+		return 0, io.ErrClosedPipe
 	}
 	if len(b) == 0 {
-		return nil
+		return 0, nil
 	}
 	p.out = b
 	p.outSeq++
@@ -141,15 +143,19 @@ func (p *Pipe) Send(ctx context.Context, b []byte) error {
 			err = p.wait(ctx)
 		}
 		if err != nil {
-			if p.outDone < seq && len(p.out) == full {
+			if p.outDone >= seq {
+				return full, err // taken meanwhile
+			}
+			if len(p.out) == full {
 				p.out = nil // nothing was taken: withdraw
 				p.outSeq--
 				p.notify()
+				return 0, err
 			}
-			return err
+			return full - len(p.out), err
 		}
 	}
-	return nil
+	return full, nil
 }
 
 // CloseWrite implements Transport: the peer reads EOF after what was sent.
@@ -273,13 +279,13 @@ type pipePeer struct{ p *Pipe }
 
 func (pp pipePeer) Read(b []byte) (int, error) { return pp.p.PeerRead(context.Background(), b) }
 
-func (pp pipePeer) Send(ctx context.Context, b []byte) error {
+func (pp pipePeer) Send(ctx context.Context, b []byte) (int, error) {
 	n, err := pp.p.PeerWrite(ctx, b)
 	if err != nil && n > 0 && n < len(b) {
 		// a cut frame cannot be resynchronised: this end is done
 		pp.p.PeerClose()
 	}
-	return err
+	return n, err
 }
 
 func (pp pipePeer) CloseWrite() error { pp.p.PeerCloseWrite(); return nil }
