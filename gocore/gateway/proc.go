@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
+	"wendelin.dev/wcfs/gocore/internal/pidfd"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
 
@@ -97,22 +98,13 @@ func (p *process) wait(ctx context.Context, d time.Duration) bool {
 	if p.gone.Load() || p.pidfd < 0 {
 		return p.gone.Load()
 	}
-	deadline := time.Now().Add(d)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
+	if dl, ok := ctx.Deadline(); ok {
+		d = min(d, time.Until(dl))
 	}
-	for {
-		ms := max(int(time.Until(deadline)/time.Millisecond), 0)
-		fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, ms)
-		if err == unix.EINTR {
-			continue
-		}
-		if err == nil && n > 0 {
-			p.gone.Store(true)
-		}
-		return p.gone.Load()
+	if exited, _ := pidfd.Wait(p.pidfd, d); exited {
+		p.gone.Store(true)
 	}
+	return p.gone.Load()
 }
 
 // hasExited reports whether the process exited (without waiting).

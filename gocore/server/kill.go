@@ -15,6 +15,8 @@ import (
 
 	log "github.com/golang/glog"
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/internal/pidfd"
 )
 
 // clientProc is the process of a watch link's client, held by a pidfd: a
@@ -73,26 +75,14 @@ func (c *clientProc) waitExit(d time.Duration) bool {
 	if fd < 0 {
 		return true
 	}
-	deadline := time.Now().Add(d)
-	for {
-		ms := int(time.Until(deadline) / time.Millisecond)
-		if ms < 0 {
-			ms = 0
-		}
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(fds, ms)
-		switch {
-		case errors.Is(err, unix.EINTR):
-			continue
-		case err != nil:
-			log.Errorf("pid%d: poll pidfd: %s", c.pid, err)
-			return false
-		case n > 0:
-			return true
-		case ms == 0:
-			return false
-		}
+	exited, err := pidfd.Wait(fd, d)
+	switch {
+	case errors.Is(err, unix.EBADF):
+		return true // closed meanwhile: cannot be watched any more
+	case err != nil:
+		log.Errorf("pid%d: %s", c.pid, err)
 	}
+	return exited
 }
 
 // alive tells whether the process has not exited.
