@@ -11,9 +11,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"wendelin.dev/wcfs/gocore/internal/pidfd"
+	mountprocs "wendelin.dev/wcfs/gocore/internal/procfs"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
 
@@ -218,55 +216,22 @@ func (h Holder) String() string {
 	return s
 }
 
-// holders lists the processes using mount m. It reads /proc only: fdinfo
-// mnt_id, memory maps' device, cwd/root/exe links; it never touches the
-// mount (which may hang).
+// holders lists the processes using mount m (gocore/internal/procfs: from
+// /proc only, never touching the mount, which may hang).
 func holders(m *Mount) ([]Holder, error) {
-	procs, err := procfs.AllProcs()
+	users, err := mountprocs.MountUsers(mountprocs.Mount{ID: m.ID, Dev: m.Dev(), Point: m.Point})
 	if err != nil {
 		return nil, fmt.Errorf("process table: %w", err)
 	}
-	mntID := strconv.Itoa(m.ID)
-	under := func(path string) bool {
-		return path == m.Point || strings.HasPrefix(path, m.Point+"/")
-	}
 	var hv []Holder
-	for _, p := range procs {
-		var uses []string
-		for _, link := range []string{"cwd", "root", "exe"} {
-			if t, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(p.PID), link)); err == nil && under(t) {
-				uses = append(uses, link+" -> "+t)
-			}
+	for _, u := range users {
+		h := Holder{Pid: u.Pid, Argv: u.Argv}
+		for _, use := range u.Uses {
+			h.Uses = append(h.Uses, use.String())
 		}
-		if infos, err := p.FileDescriptorsInfo(); err == nil {
-			sort.Slice(infos, func(i, j int) bool { return atoi(infos[i].FD) < atoi(infos[j].FD) })
-			for _, fi := range infos {
-				if fi.MntID == mntID {
-					t, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(p.PID), "fd", fi.FD))
-					uses = append(uses, "fd "+fi.FD+" -> "+t)
-				}
-			}
-		}
-		if maps, err := p.ProcMaps(); err == nil {
-			seen := map[string]bool{}
-			for _, pm := range maps {
-				if pm.Dev == m.Dev() && !seen[pm.Pathname] {
-					seen[pm.Pathname] = true
-					uses = append(uses, "mmap -> "+pm.Pathname)
-				}
-			}
-		}
-		if len(uses) > 0 {
-			argv, _ := p.CmdLine()
-			hv = append(hv, Holder{Pid: p.PID, Argv: argv, Uses: uses})
-		}
+		hv = append(hv, h)
 	}
 	return hv, nil
-}
-
-func atoi(s string) int {
-	n, _ := strconv.Atoi(s)
-	return n
 }
 
 // kernelStacks returns the kernel stack of every thread of pid

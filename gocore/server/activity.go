@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -14,7 +16,10 @@ import (
 
 	log "github.com/golang/glog"
 	"github.com/hanwen/go-fuse/v2/fuse"
-	"github.com/prometheus/procfs"
+	"github.com/moby/sys/mountinfo"
+	"golang.org/x/sys/unix"
+
+	mountprocs "wendelin.dev/wcfs/gocore/internal/procfs"
 )
 
 // activity wraps the raw FUSE filesystem to see every request: it counts
@@ -152,50 +157,55 @@ func (s *Server) busyReport() string {
 	return "; in use by: " + strings.Join(holders, ", ")
 }
 
-// busyHolders lists the processes that use files under mnt (open files,
-// mappings, cwd, root), without touching the mount itself.
+// busyHolders lists the processes that use the server's mount at mnt (open
+// files, mappings, cwd, root, exe: gocore/internal/procfs), without touching
+// the mount itself.
 func busyHolders(mnt string) []string {
-	procs, err := procfs.AllProcs()
+	m, ok := ownMount(mnt)
+	if !ok {
+		return nil
+	}
+	users, err := mountprocs.MountUsers(m)
 	if err != nil {
 		return nil
 	}
-	under := func(p string) bool { return p == mnt || strings.HasPrefix(p, mnt+"/") }
 	self := os.Getpid()
 	var holders []string
-	for _, p := range procs {
-		if p.PID == self {
-			continue
-		}
-		var kinds []string
-		if cwd, err := p.Cwd(); err == nil && under(cwd) {
-			kinds = append(kinds, "cwd")
-		}
-		if root, err := p.RootDir(); err == nil && root != "/" && under(root) {
-			kinds = append(kinds, "root")
-		}
-		if targets, err := p.FileDescriptorTargets(); err == nil {
-			for _, t := range targets {
-				if under(t) {
-					kinds = append(kinds, "fd")
-					break
-				}
-			}
-		}
-		if maps, err := p.ProcMaps(); err == nil {
-			for _, m := range maps {
-				if under(m.Pathname) {
-					kinds = append(kinds, "mmap")
-					break
-				}
-			}
-		}
-		if len(kinds) > 0 {
-			comm, _ := p.Comm()
-			holders = append(holders, fmt.Sprintf("pid %d (%s: %s)", p.PID, comm, strings.Join(kinds, ",")))
+	for _, u := range users {
+		if u.Pid != self {
+			holders = append(holders, fmt.Sprintf("pid %d (%s: %s)", u.Pid, u.Comm, strings.Join(u.Kinds(), ",")))
 		}
 	}
 	sort.Strings(holders)
 	return holders
+}
+
+// ownMount finds the server's mount at mnt in the mount table: the lowest
+// mount there, since the server never mounts over a mount (checkNotMounted).
+// The mount table shows the path with the symlinks of its parent
+// directories resolved.
+func ownMount(mnt string) (mountprocs.Mount, bool) {
+	paths := []string{mnt}
+	if dir, err := filepath.EvalSymlinks(filepath.Dir(mnt)); err == nil {
+		paths = append(paths, filepath.Join(dir, filepath.Base(mnt)))
+	}
+	infos, err := mountinfo.GetMounts(func(i *mountinfo.Info) (skip, stop bool) {
+		return !slices.Contains(paths, i.Mountpoint), false
+	})
+	if err != nil {
+		return mountprocs.Mount{}, false
+	}
+	here := map[int]bool{}
+	for _, i := range infos {
+		here[i.ID] = true
+	}
+	for _, i := range infos {
+		if !here[i.Parent] {
+			dev := unix.Mkdev(uint32(i.Major), uint32(i.Minor))
+			return mountprocs.Mount{ID: i.ID, Dev: dev, Point: i.Mountpoint}, true
+		}
+	}
+	return mountprocs.Mount{}, false
 }
 
 // BusyReport is busyReport for the command (SIGTERM on a busy mount).
