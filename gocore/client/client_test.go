@@ -6,11 +6,15 @@
 package client
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -110,15 +114,10 @@ func TestClient(t *testing.T) {
 	}
 }
 
-// Open of a Conn ahead of head/ waits in the server for head/at >= at (the
-// file exists), or polls head/at (the file comes with that commit).
-func TestOpenAheadOfHead(t *testing.T) {
-	t.Parallel()
-	e, at0 := newEnv(t, testBlksize, 1)
-
-	// at0+1: the next commit, whatever its tid, is after it; the data as
-	// of at0+1 is that of at0
-	c := connect(t, e, at0+1)
+// openAcrossCommit opens zf in c, which is ahead of head/: it checks that
+// the Open waits, commits blkv (tag), and returns the FileH.
+func openAcrossCommit(t *testing.T, e *env, c *Conn, tag string, blkv ...int64) *FileH {
+	t.Helper()
 	opened := make(chan error, 1)
 	var f *FileH
 	go func() {
@@ -131,7 +130,7 @@ func TestOpenAheadOfHead(t *testing.T) {
 		t.Fatalf("open returned before head/ reached the Conn's at: %v", err)
 	case <-time.After(200 * time.Millisecond):
 	}
-	e.commit("v1", 0)
+	e.commit(tag, blkv...)
 	select {
 	case err := <-opened:
 		if err != nil {
@@ -140,6 +139,19 @@ func TestOpenAheadOfHead(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("open did not return after the commit")
 	}
+	return f
+}
+
+// Open of a Conn ahead of head/ waits in the server for head/at >= at (the
+// file exists), or polls head/at (the file comes with that commit).
+func TestOpenAheadOfHead(t *testing.T) {
+	t.Parallel()
+	e, at0 := newEnv(t, testBlksize, 1)
+
+	// at0+1: the next commit, whatever its tid, is after it; the data as
+	// of at0+1 is that of at0
+	c := connect(t, e, at0+1)
+	f := openAcrossCommit(t, e, c, "v1", 0)
 	m, err := f.Mmap(0, 1)
 	if err != nil {
 		t.Fatal(err)
@@ -412,4 +424,169 @@ func TestOpenCloseVsResync(t *testing.T) {
 	if c.isClosed() || nopen.Load() == 0 {
 		t.Fatalf("closed %v after %d opens", c.isClosed(), nopen.Load())
 	}
+}
+
+// cancelledOpen opens foid with a ctx that ends while the server waits for
+// head/ to reach the Conn's at.
+func cancelledOpen(t *testing.T, c *Conn, foid zodb.Oid) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if f, err := c.Open(ctx, foid); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("open ahead of head with a ctx that ends: %v, %v", f, err)
+	}
+}
+
+// waitWatches waits until the server counts n watches.
+func waitWatches(t *testing.T, e *env, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := serverStats(t, e)["Watch"]
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server counts %d watches, want %d", got, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// An Open whose ctx ends while the server waits for head/ to reach the
+// Conn's at leaves no watch behind: the server sets the watch up once head/
+// gets there all the same, and the client stops it (a pin for it would be
+// unexpected: nak, and the server would kill the process; the watch would
+// also hold back the server's history). An Open of the file meanwhile waits
+// for that, then sets a watch up of its own.
+func TestOpenCancelled(t *testing.T) {
+	t.Parallel()
+	e, at0 := newEnv(t, testBlksize, 1)
+
+	// no Open after it: the watch goes once head/ is there
+	c := connect(t, e, at0+1)
+	cancelledOpen(t, c, e.foid)
+	at1 := e.commit("v1", 0)
+	waitWatches(t, e, 0)
+	c.mu.Lock()
+	nfiles := len(c.files)
+	c.mu.Unlock()
+	if nfiles != 0 {
+		t.Fatalf("%d files in the Conn after a failed open was unwatched", nfiles)
+	}
+	f, err := c.Open(context.Background(), e.foid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.Mmap(0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBlk(t, m, 0, blkData(testBlksize, "v0", 0))
+	wantPinned(t, f, map[int64]zodb.Tid{0: at0})
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// an Open meanwhile
+	c2 := connect(t, e, at1+1)
+	cancelledOpen(t, c2, e.foid)
+	f2 := openAcrossCommit(t, e, c2, "v2", 0)
+	if n := serverStats(t, e)["Watch"]; n != 1 {
+		t.Fatalf("the server counts %d watches, want that of the second open", n)
+	}
+	m2, err := f2.Mmap(0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBlk(t, m2, 0, blkData(testBlksize, "v1", 0))
+	wantPinned(t, f2, map[int64]zodb.Tid{0: at1})
+	if err := f2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := serverStats(t, e)["Watch"]; n != 0 {
+		t.Fatalf("the server counts %d watches after the last close", n)
+	}
+}
+
+// The pins of the watch a cancelled Open leaves for a while (the setup the
+// server completes once head/ reaches at, reads through head/ meanwhile)
+// are acknowledged, as for a file being closed: nobody gets killed. The
+// client is another process (the server would kill it on a nak).
+func TestOpenCancelledPins(t *testing.T) {
+	t.Parallel()
+	e, at0 := newEnv(t, testBlksize, 1)
+	head := e.srv.Path("head", "bigfile", e.foid.String())
+	readHead := func(tag string) {
+		t.Helper()
+		data, err := os.ReadFile(head)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := blkData(testBlksize, tag, 0); !bytes.Equal(data, want) {
+			t.Fatalf("head/: %q..., want %q...", trunc(data), trunc(want))
+		}
+	}
+	readHead("v0") // the server tracks block 0: a watch behind gets it pinned
+
+	h := startHelper(t, "open-cancel", e.srv.Mnt, e.foid, at0+1)
+	h.expect("cancelled")
+	e.commit("v1", 0)
+	readHead("v1")
+	h.send("open")
+	got := h.expect("opened")
+	want := []string{strconv.Quote(string(blkData(testBlksize, "v0", 0)[:16])), fmt.Sprint(map[int64]zodb.Tid{0: at0})}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("helper: opened %q, want %q", got, want)
+	}
+	if err := h.wait(); err != nil {
+		t.Fatalf("helper: %v", err)
+	}
+	if n := serverStats(t, e)["pinkill"]; n != 0 || strings.Contains(e.srv.Log(), "killing") {
+		t.Fatalf("the server killed a client (pinkill %d):\n%s", n, e.srv.Log())
+	}
+}
+
+// helperOpenCancelled ("open-cancel MOUNTPOINT FOID AT") connects at AT,
+// ahead of head/, and opens FOID with a ctx that ends first; it prints
+// "cancelled", and once it reads a line, opens FOID again and prints
+// "opened <the first 16 bytes of block 0, quoted> <pins>", then waits for
+// its stdin to close.
+func helperOpenCancelled(argv []string) error {
+	mnt, foid, at, _, err := helperArgs(argv, 0)
+	if err != nil {
+		return err
+	}
+	bg := context.Background()
+	c, err := New(mnt).Connect(bg, at)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(bg, 200*time.Millisecond)
+	_, err = c.Open(ctx, foid)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("open ahead of head with a ctx that ends: %v", err)
+	}
+	fmt.Println("cancelled")
+	in := bufio.NewReader(os.Stdin)
+	if _, err := in.ReadString('\n'); err != nil {
+		return err
+	}
+	f, err := c.Open(bg, foid)
+	if err != nil {
+		return err
+	}
+	m, err := f.Mmap(0, 1)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 16)
+	if _, err := m.ReadAt(buf, 0); err != nil {
+		return err
+	}
+	fmt.Printf("opened %q %v\n", buf, f.Pinned())
+	io.Copy(io.Discard, in)
+	return nil
 }

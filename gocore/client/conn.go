@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -42,7 +43,8 @@ type Conn struct {
 	closed  bool
 	downErr error // why the Conn went down by itself (pinner failure), or nil
 
-	pinnerDone chan struct{} // closed when the pinner has returned
+	pinnerDone chan struct{}  // closed when the pinner has returned
+	unwatching sync.WaitGroup // unwatches after failed opens (FileH.openFailed); Add with mu held, not closed
 }
 
 // Connect returns a Conn at revision at: a new watch link and its pinner.
@@ -120,23 +122,25 @@ func (c *Conn) closedErr() error {
 }
 
 // watch sends "watch <foid> @<at>" (stop: "watch <foid> -") and requires ok.
-func (c *Conn) watch(ctx context.Context, foid zodb.Oid, at zodb.Tid, stop bool) error {
+// refused reports an error reply ("error ..."): the server did not set the
+// watch up.
+func (c *Conn) watch(ctx context.Context, foid zodb.Oid, at zodb.Tid, stop bool) (refused bool, err error) {
 	if c.link == nil {
-		return nil
+		return false, nil
 	}
 	req := wproto.Watch{Foid: foid, At: at, Stop: stop}
 	reply, err := c.link.SendReq(ctx, req.String())
 	if err != nil {
-		return err
+		return false, err
 	}
 	if err := wproto.ParseWatchReply(reply); err != nil {
 		what := "watch"
 		if stop {
 			what = "unwatch"
 		}
-		return fmt.Errorf("%s: %w", what, err)
+		return strings.HasPrefix(reply, "error "), fmt.Errorf("%s: %w", what, err)
 	}
-	return nil
+	return false, nil
 }
 
 // ---- Open ----
@@ -166,21 +170,17 @@ func (c *Conn) open(ctx context.Context, foid zodb.Oid) (*FileH, error) {
 			f = newFileH(c, foid)
 			c.files[foid] = f
 			c.mu.Unlock()
-			err := f.open(ctx)
-			f.opened(err)
+			watched, err := f.open(ctx)
 			if err != nil {
-				c.mu.Lock()
-				if c.files[foid] == f {
-					delete(c.files, foid)
-				}
-				c.mu.Unlock()
+				f.openFailed(watched)
 				return nil, err
 			}
 			return f, nil
 		}
 		c.mu.Unlock()
 
-		// another open or a close is in progress: wait for it
+		// another open, a close or the unwatch of a failed open is in
+		// progress: wait for it
 		ok, err := f.reopen(ctx)
 		if err != nil {
 			return nil, err
@@ -224,7 +224,11 @@ func (c *Conn) resync(ctx context.Context, at zodb.Tid) error {
 	c.mu.Lock()
 	var files []*FileH
 	for _, f := range c.files {
-		files = append(files, f) // all opened: Open holds atMu shared
+		// none is opening or being closed by Close (they hold atMu
+		// shared); the unwatch of a failed open may be in progress
+		if f.isOpened() {
+			files = append(files, f)
+		}
 	}
 	c.mu.Unlock()
 	sort.Slice(files, func(i, j int) bool { return files[i].foid < files[j].foid })
@@ -234,7 +238,7 @@ func (c *Conn) resync(ctx context.Context, at zodb.Tid) error {
 	g, gctx := errgroup.WithContext(ctx)
 	for _, f := range files {
 		g.Go(func() error {
-			if err := c.watch(gctx, f.foid, at, false); err != nil {
+			if _, err := c.watch(gctx, f.foid, at, false); err != nil {
 				return fmt.Errorf("f%s: %w", f.foid, err)
 			}
 			return nil
@@ -296,6 +300,7 @@ func (c *Conn) close(reason error) error {
 		}
 	}
 	<-c.pinnerDone
+	c.unwatching.Wait() // their requests fail now that the link is closed
 	c.wc.mu.Lock()
 	delete(c.wc.conns, c)
 	c.wc.mu.Unlock()

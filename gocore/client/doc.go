@@ -56,11 +56,16 @@
 // wait there, without polling (the reference polls head/at every 1 ms).
 // Open opens head/bigfile/<oid>, sends "watch <oid> @<at>" (the pins of the
 // setup arrive before "ok"), then takes the size of the head file, which
-// is at least the size as of at. Resync checks that at does not go back,
+// is at least the size as of at. An Open that fails once the request went
+// (its ctx ended: the server still sets the watch up when head/at gets
+// there) leaves the FileH in the Conn, closing, until "watch <oid> -" is
+// answered in the background: the pins of that watch are acknowledged
+// without effect instead of being unexpected (nak, and a kill). Resync checks that at does not go back,
 // moves every watch (in parallel) and then maps the blocks that files grew
 // by. Open and FileH.Close hold the Conn's at lock shared and Resync
 // exclusively, so a watch request always carries the Conn's current at and
-// a resync never watches a file being closed. Any error of Resync
+// a resync never watches a file being closed (it skips those whose failed
+// open is being unwatched). Any error of Resync
 // closes the Conn, as in the reference.
 //
 // Lock order: Conn.atMu > Conn.mu > FileH.mu > WCFS.mu. Requests to the

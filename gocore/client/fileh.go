@@ -24,8 +24,7 @@ type FileH struct {
 	conn *Conn
 	foid zodb.Oid
 
-	ready   chan struct{} // closed when the open finished (openErr set)
-	openErr error
+	ready chan struct{} // closed when the open finished (opened, or closing/closed)
 
 	mu        sync.Mutex // protects the fields below and those of its Mappings
 	state     fileState
@@ -43,7 +42,7 @@ type fileState int
 const (
 	fileOpening fileState = iota
 	fileOpened
-	fileClosing // last Close in progress (unwatch)
+	fileClosing // unwatch in progress (last Close, failed open); pins are acked without effect
 	fileClosed
 )
 
@@ -83,20 +82,23 @@ func (f *FileH) fd() int {
 }
 
 // open opens the head file and sets the watch up (the FileH is in the
-// Conn's table, so that the pinner takes the pins of the setup).
-func (f *FileH) open(ctx context.Context) error {
+// Conn's table, so that the pinner takes the pins of the setup). On failure
+// it reports whether the server may hold a watch of the file for the link
+// (the request went and was not refused: a request whose ctx ended is still
+// served, and the server answers a watch only once head/at >= at).
+func (f *FileH) open(ctx context.Context) (watched bool, err error) {
 	c := f.conn
 	at := c.At()
 	headf, err := f.openHead(ctx, at)
 	if err != nil {
-		return err
+		return false, err
 	}
-	if err := c.watch(ctx, f.foid, at, false); err != nil {
+	if refused, err := c.watch(ctx, f.foid, at, false); err != nil {
 		headf.Close()
 		if c.isClosed() {
-			return c.closedErr()
+			return false, c.closedErr()
 		}
-		return err
+		return !refused, err
 	}
 	// head/at >= at now: the size is at least the size as of at
 	blksize, size, err := fstat(headf)
@@ -108,21 +110,19 @@ func (f *FileH) open(ctx context.Context) error {
 	}
 	if err != nil {
 		headf.Close()
-		f.mu.Lock()
-		f.dropPins()
-		f.mu.Unlock()
-		return err
+		return true, err
 	}
 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.state != fileOpening { // the Conn was closed meanwhile
 		headf.Close()
-		return c.closedErr()
+		return false, c.closedErr()
 	}
 	f.state = fileOpened
 	f.headf, f.blksize, f.headfsize = headf, blksize, size
-	return nil
+	close(f.ready)
+	return false, nil
 }
 
 // openHead opens head/bigfile/<foid>. If head/ does not show the file yet
@@ -143,29 +143,64 @@ func (f *FileH) openHead(ctx context.Context, at zodb.Tid) (*os.File, error) {
 	return os.Open(path)
 }
 
-// opened records the outcome of open and wakes up those waiting for it.
-func (f *FileH) opened(err error) {
-	f.openErr = err
-	if err != nil {
-		f.mu.Lock()
-		f.state = fileClosed
-		f.dropPins()
-		close(f.gone)
-		f.mu.Unlock()
-	}
+// openFailed undoes a failed open. If the server may hold a watch of the
+// file (watched), the FileH stays in the Conn, closing (the pins of that
+// watch are acknowledged without effect: an unexpected pin would be
+// "nak", and the server would kill the process), until "watch <foid> -" is
+// answered in the background: the server answers it once the pending
+// setup is done, maybe only when the link closes (Conn.Close waits for it).
+// Meanwhile an Open of the same file waits (reopen).
+func (f *FileH) openFailed(watched bool) {
+	c := f.conn
+	f.mu.Lock()
+	unwatch := watched && f.state == fileOpening // else Conn.Close took it over
+	f.state = fileClosing
+	f.dropPins()
+	f.mu.Unlock()
 	close(f.ready)
+
+	if unwatch {
+		c.mu.Lock()
+		if !c.closed {
+			c.unwatching.Add(1)
+			c.mu.Unlock()
+			go func() {
+				defer c.unwatching.Done()
+				if _, err := c.watch(context.Background(), f.foid, 0, true); err != nil && !c.isClosed() {
+					c.wc.log().Warn(fmt.Sprintf("%s: stop watching after a failed open: %v", f, err))
+				}
+				f.remove()
+			}()
+			return
+		}
+		c.mu.Unlock()
+	}
+	f.remove()
+}
+
+// remove takes f out of the Conn and finishes closing it (Close, failed
+// open): a later Open makes a new FileH.
+func (f *FileH) remove() {
+	c := f.conn
+	c.mu.Lock()
+	if c.files[f.foid] == f {
+		delete(c.files, f.foid)
+	}
+	c.mu.Unlock()
+	f.mu.Lock()
+	f.release()
+	f.mu.Unlock()
 }
 
 // reopen waits for an open in progress and counts one more open of f. It
-// returns false (and no error) when f was closed: the caller retries.
+// returns false (and no error) when f was closed or its open failed: the
+// caller retries (an open that failed for another caller, e.g. its ctx
+// ended, is no answer for this one).
 func (f *FileH) reopen(ctx context.Context) (bool, error) {
 	select {
 	case <-f.ready:
 	case <-ctx.Done():
 		return false, ctx.Err()
-	}
-	if f.openErr != nil {
-		return false, f.openErr
 	}
 	f.mu.Lock()
 	if f.state == fileOpened {
@@ -183,6 +218,13 @@ func (f *FileH) reopen(ctx context.Context) (bool, error) {
 		return false, f.conn.closedErr()
 	}
 	return false, nil
+}
+
+// isOpened reports whether f is open (not opening, not closing).
+func (f *FileH) isOpened() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state == fileOpened
 }
 
 // Close closes one open of f. The last one stops watching the file, makes
@@ -218,25 +260,17 @@ func (f *FileH) close() error {
 	// pins that come meanwhile are acknowledged without effect
 	var werr error
 	if !c.isClosed() {
-		werr = c.watch(context.Background(), f.foid, 0, true)
+		_, werr = c.watch(context.Background(), f.foid, 0, true)
 		if werr != nil && c.isClosed() {
 			werr = nil // the Conn went down meanwhile: nothing to stop watching
 		}
 	}
-	c.mu.Lock()
-	if c.files[f.foid] == f {
-		delete(c.files, f.foid)
-	}
-	c.mu.Unlock()
-
-	f.mu.Lock()
-	f.release()
-	f.mu.Unlock()
+	f.remove()
 	return errors.Join(err, werr)
 }
 
 // forceClose closes f whatever its open count (Conn.Close). An open in
-// progress fails when it sees the closed state.
+// progress fails when it sees the closing state.
 func (f *FileH) forceClose() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -244,7 +278,7 @@ func (f *FileH) forceClose() error {
 	case fileClosed:
 		return nil
 	case fileOpening:
-		f.state = fileClosed // open() cleans up and fails
+		f.state = fileClosing // open() fails and cleans up (openFailed)
 		f.dropPins()
 		return nil
 	}

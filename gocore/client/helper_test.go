@@ -173,3 +173,22 @@ func smaps(t *testing.T, addr uintptr, n int) []vma {
 	}
 	return out
 }
+
+// serverStats returns the counters of the server's .wcfs/stats.
+func serverStats(t testing.TB, e *env) map[string]int64 {
+	t.Helper()
+	data, err := os.ReadFile(e.srv.Path(".wcfs/stats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := make(map[string]int64)
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if !ok || err != nil {
+			t.Fatalf(".wcfs/stats: bad line %q", line)
+		}
+		st[strings.TrimSpace(k)] = n
+	}
+	return st
+}

@@ -23,44 +23,140 @@ import (
 	"wendelin.dev/wcfs/gocore/wproto"
 )
 
-// helperEnv makes the test binary the other client of
-// TestTwoProcessesShareHeadPageCache: "MOUNTPOINT FOID AT NBLK".
+// helperEnv makes the test binary another client process (a nak of a pin
+// gets a process killed; two processes share page cache): its value is a
+// mode and its arguments, see helperMain.
 const helperEnv = "WCFS_CLIENT_TEST_HELPER"
 
-// helperMain connects at AT, maps and reads NBLK blocks of FOID, prints
-// "ready <addr> <pinned blocks>" and waits for its stdin to close.
+// helperMain runs the helper mode that $WCFS_CLIENT_TEST_HELPER names.
 func helperMain() int {
-	fail := func(err error) int {
+	argv := strings.Fields(os.Getenv(helperEnv))
+	modes := map[string]func(argv []string) error{
+		"share":       helperShare,
+		"open-cancel": helperOpenCancelled,
+	}
+	var mode func(argv []string) error
+	if len(argv) > 0 {
+		mode = modes[argv[0]]
+	}
+	var err error
+	if mode == nil {
+		err = fmt.Errorf("bad $%s %q", helperEnv, os.Getenv(helperEnv))
+	} else {
+		err = mode(argv[1:])
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper:", err)
 		return 1
 	}
-	argv := strings.Fields(os.Getenv(helperEnv))
-	if len(argv) != 4 {
-		return fail(fmt.Errorf("bad $%s", helperEnv))
+	return 0
+}
+
+// helperArgs parses "MOUNTPOINT FOID AT" and what follows.
+func helperArgs(argv []string, nmore int) (mnt string, foid zodb.Oid, at zodb.Tid, more []string, err error) {
+	if len(argv) != 3+nmore {
+		return "", 0, 0, nil, fmt.Errorf("bad arguments %q", argv)
 	}
-	foid, err1 := wproto.ParseHex16(argv[1])
-	at, err2 := wproto.ParseHex16(argv[2])
-	nblk, err3 := strconv.ParseInt(argv[3], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
-		return fail(fmt.Errorf("bad $%s", helperEnv))
+	f, err1 := wproto.ParseHex16(argv[1])
+	a, err2 := wproto.ParseHex16(argv[2])
+	if err1 != nil || err2 != nil {
+		return "", 0, 0, nil, fmt.Errorf("bad arguments %q", argv)
+	}
+	return argv[0], zodb.Oid(f), zodb.Tid(a), argv[3:], nil
+}
+
+// helperProc is the test binary running helperMain in mode argv[0].
+type helperProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout *bufio.Reader
+}
+
+// startHelper starts a helper process; the test's cleanup ends it.
+func startHelper(t *testing.T, argv ...any) *helperProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), helperEnv+"="+strings.TrimSuffix(fmt.Sprintln(argv...), "\n"))
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &helperProc{t: t, cmd: cmd, stdin: stdin, stdout: bufio.NewReader(stdout)}
+	t.Cleanup(func() { h.wait() })
+	return h
+}
+
+// expect reads the helper's next line, whose first word must be want, and
+// returns the other words.
+func (h *helperProc) expect(want string) []string {
+	h.t.Helper()
+	line, err := h.stdout.ReadString('\n')
+	if err != nil {
+		h.wait()
+		h.t.Fatalf("helper: %v (%s)", err, h.cmd.ProcessState)
+	}
+	fields := strings.Fields(line)
+	if len(fields) == 0 || fields[0] != want {
+		h.t.Fatalf("helper: got %q, want %s ...", line, want)
+	}
+	return fields[1:]
+}
+
+// send writes a line to the helper.
+func (h *helperProc) send(line string) {
+	h.t.Helper()
+	if _, err := io.WriteString(h.stdin, line+"\n"); err != nil {
+		h.t.Fatalf("helper: %v", err)
+	}
+}
+
+// wait closes the helper's stdin (it exits) and waits for it.
+func (h *helperProc) wait() error {
+	h.stdin.Close()
+	if h.cmd.ProcessState != nil {
+		return nil
+	}
+	return h.cmd.Wait()
+}
+
+// helperShare ("share MOUNTPOINT FOID AT NBLK") connects at AT, maps and
+// reads NBLK blocks of FOID, prints "ready <addr> <pinned blocks>" and
+// waits for its stdin to close.
+func helperShare(argv []string) error {
+	mnt, foid, at, more, err := helperArgs(argv, 1)
+	if err != nil {
+		return err
+	}
+	nblk, err := strconv.ParseInt(more[0], 10, 64)
+	if err != nil {
+		return err
 	}
 	ctx := context.Background()
-	c, err := New(argv[0]).Connect(ctx, zodb.Tid(at))
+	c, err := New(mnt).Connect(ctx, at)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	defer c.Close()
-	f, err := c.Open(ctx, zodb.Oid(foid))
+	f, err := c.Open(ctx, foid)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	m, err := f.Mmap(0, nblk)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	buf := make([]byte, m.Len())
 	if _, err := m.ReadAt(buf, 0); err != nil {
-		return fail(err)
+		return err
 	}
 	var pinned []string
 	for blk := range f.Pinned() {
@@ -68,7 +164,7 @@ func helperMain() int {
 	}
 	fmt.Printf("ready %d %s\n", m.Addr(), strings.Join(pinned, ","))
 	io.Copy(io.Discard, os.Stdin)
-	return 0
+	return nil
 }
 
 // pfns returns the physical frame number of every page of [addr, addr+n)
@@ -114,37 +210,16 @@ func TestTwoProcessesShareHeadPageCache(t *testing.T) {
 	at2 := e.commit("v2", changed...)
 
 	// the other process, at at1
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %d", helperEnv, e.srv.Mnt, e.foid, at1, nblk))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	h := startHelper(t, "share", e.srv.Mnt, e.foid, at1, nblk)
+	fields := h.expect("ready")
+	if len(fields) != 2 {
+		t.Fatalf("helper: ready %q", fields)
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Wait()
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		t.Fatalf("helper: %v", err)
-	}
-	fields := strings.Fields(line)
-	if len(fields) != 3 || fields[0] != "ready" {
-		t.Fatalf("helper: %q", line)
-	}
-	addr1, _ := strconv.ParseUint(fields[1], 10, 64)
-	pinned := strings.Split(fields[2], ",")
+	addr1, _ := strconv.ParseUint(fields[0], 10, 64)
+	pinned := strings.Split(fields[1], ",")
 	slices.Sort(pinned)
 	if strings.Join(pinned, ",") != "0,1,2,3" {
-		t.Fatalf("helper at @%s: pinned blocks %s, want the %d changed ones", at1, fields[2], nchanged)
+		t.Fatalf("helper at @%s: pinned blocks %s, want the %d changed ones", at1, fields[1], nchanged)
 	}
 
 	// this process, at at2 (head)
@@ -163,7 +238,7 @@ func TestTwoProcessesShareHeadPageCache(t *testing.T) {
 	}
 	wantPinned(t, f, nil)
 
-	p1 := pfns(t, cmd.Process.Pid, uintptr(addr1), m.Len())
+	p1 := pfns(t, h.cmd.Process.Pid, uintptr(addr1), m.Len())
 	p2 := pfns(t, os.Getpid(), m.Addr(), m.Len())
 	perBlk := int(testBlksize) / pageSize
 	shared, distinct := 0, 0
