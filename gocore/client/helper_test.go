@@ -174,6 +174,15 @@ func smaps(t *testing.T, addr uintptr, n int) []vma {
 	return out
 }
 
+// hasConn reports whether c is among the Conns of wc (a closing Conn leaves
+// them last).
+func hasConn(wc *WCFS, c *Conn) bool {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	_, ok := wc.conns[c]
+	return ok
+}
+
 // serverStats returns the counters of the server's .wcfs/stats.
 func serverStats(t testing.TB, e *env) map[string]int64 {
 	t.Helper()
