@@ -592,3 +592,17 @@ func helperOpenCancelled(argv []string) error {
 	io.Copy(io.Discard, in)
 	return nil
 }
+
+// OpenWatchLink and Connect honour their ctx (the mount is not touched).
+func TestOpenWatchLinkCtx(t *testing.T) {
+	t.Parallel()
+	wc := New(t.TempDir())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := wc.OpenWatchLink(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("OpenWatchLink with a cancelled ctx: %v", err)
+	}
+	if _, err := wc.Connect(ctx, 1); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Connect with a cancelled ctx: %v", err)
+	}
+}

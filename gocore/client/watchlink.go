@@ -20,8 +20,8 @@ import (
 // headRev is the revision of "@head" pins (unpin: map head/ again).
 const headRev = wproto.TidHead
 
-// ByeTimeout bounds how long WatchLink.Close waits for the server to close
-// the link after "bye" before closing it from this side.
+// ByeTimeout bounds how long WatchLink.Close takes to send "bye" and wait
+// for the server to close the link, before closing it from this side.
 var ByeTimeout = 10 * time.Second
 
 // watchLink is what a Conn needs of its watch link (WatchLink; package
@@ -55,28 +55,27 @@ type WatchLink struct {
 	link *wproto.Link
 }
 
-// OpenWatchLink opens a new watch link.
+// OpenWatchLink opens a new watch link. ctx is checked before the open of
+// head/watch, which itself does not block (the server only sets the link
+// up).
 func (wc *WCFS) OpenWatchLink(ctx context.Context) (*WatchLink, error) {
-	wl, err := wc.openWatchLinkRaw()
+	wl, err := wc.openWatchLink(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%s: open watch link: %w", wc, err)
+		return nil, fmt.Errorf("%s: %w", wc, err)
 	}
 	return wl, nil
 }
 
-func (wc *WCFS) openWatchLink(ctx context.Context) (watchLink, error) {
-	wl, err := wc.openWatchLinkRaw()
-	if err != nil {
+// openWatchLink is OpenWatchLink with errors not prefixed by the mount
+// (Connect adds its own prefix).
+func (wc *WCFS) openWatchLink(ctx context.Context) (*WatchLink, error) {
+	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("open watch link: %w", err)
 	}
-	return wl, nil
-}
-
-func (wc *WCFS) openWatchLinkRaw() (*WatchLink, error) {
 	path := wc.path("head/watch")
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		return nil, fmt.Errorf("open watch link: open %s: %w", path, err)
 	}
 	wl := &WatchLink{wc: wc, fd: fd, link: wproto.NewLink(wproto.RoleClient, wproto.NewFDTransport(fd))}
 	wl.link.OnNotice = func(notice string) {
@@ -130,10 +129,14 @@ func (wl *WatchLink) ReplyReq(ctx context.Context, req *PinReq, reply string) er
 }
 
 // CloseWrite tells the server that this side is done ("bye"); the server
-// then closes the link.
+// then closes the link. It waits at most ByeTimeout to send it.
 func (wl *WatchLink) CloseWrite() error {
 	ctx, cancel := context.WithTimeout(context.Background(), ByeTimeout)
 	defer cancel()
+	return wl.closeWrite(ctx)
+}
+
+func (wl *WatchLink) closeWrite(ctx context.Context) error {
 	err := wl.link.CloseWrite(ctx)
 	if err != nil && !errors.Is(err, wproto.ErrLinkDown) {
 		return fmt.Errorf("%s: closeWrite: %w", wl, err)
@@ -141,14 +144,16 @@ func (wl *WatchLink) CloseWrite() error {
 	return nil
 }
 
-// Close says "bye", waits (at most ByeTimeout) for the server to close the
-// link and closes it. It never waits for a server that does not answer
-// longer than that.
+// Close says "bye", waits for the server to close the link and closes it:
+// sending "bye" and the wait take at most ByeTimeout together, whatever
+// the server does.
 func (wl *WatchLink) Close() error {
-	err := wl.CloseWrite()
+	ctx, cancel := context.WithTimeout(context.Background(), ByeTimeout)
+	defer cancel()
+	err := wl.closeWrite(ctx)
 	select {
 	case <-wl.link.Down():
-	case <-time.After(ByeTimeout):
+	case <-ctx.Done():
 	}
 	wl.wc.mu.Lock()
 	delete(wl.wc.links, wl)
