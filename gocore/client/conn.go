@@ -204,7 +204,7 @@ func (c *Conn) Resync(ctx context.Context, at zodb.Tid) error {
 	if err != nil {
 		err = c.errf(fmt.Sprintf("resync -> @%s", at), err)
 		if !errors.Is(err, ErrConnClosed) {
-			c.closeDown(err)
+			c.close(err)
 		}
 	}
 	return err
@@ -265,12 +265,8 @@ func (c *Conn) Close() error {
 	return c.close(nil)
 }
 
-// closeDown closes the Conn because of err. Never call it from the pinner
-// (it waits for the pinner to return).
-func (c *Conn) closeDown(err error) {
-	c.close(err)
-}
-
+// close closes the Conn; reason (nil for Close) is why it went down by
+// itself. Never call it from the pinner: it waits for the pinner to return.
 func (c *Conn) close(reason error) error {
 	c.mu.Lock()
 	if c.closed {
@@ -356,18 +352,18 @@ func (c *Conn) pinner() {
 func (c *Conn) linkLost(err error) {
 	err = c.errf("pinner", err)
 	c.wc.log().Error(err.Error() + "; the connection is closed, its mappings fault from now on")
-	go c.closeDown(err) // not from the pinner: Close waits for it
+	go c.close(err) // not from the pinner: close waits for it
 }
 
-// pinnerFailed logs a pin that could not be applied and closes the Conn:
-// the server kills a client that does not acknowledge a pin, as it got
-// "nak" (the reference's messages).
+// pinnerFailed reports a pin that could not be applied and closes the
+// Conn: the server kills a client that does not acknowledge a pin, as it
+// got "nak". The reference's two "CRITICAL: " lines go straight to stderr,
+// once, where they are seen before the kill (a log handler may buffer:
+// the Python bindings emit Go's records only after the next call).
 func (c *Conn) pinnerFailed(err error) {
 	err = c.errf("pinner", err)
-	c.wc.log().Error("CRITICAL: " + err.Error())
-	c.wc.log().Error("CRITICAL: wcfs server will likely kill us soon.")
 	fmt.Fprintf(os.Stderr, "CRITICAL: %s\nCRITICAL: wcfs server will likely kill us soon.\n", err)
-	go c.closeDown(err) // not from the pinner: Close waits for it
+	go c.close(err) // not from the pinner: close waits for it
 }
 
 // applyPin remaps the block of every mapping of the pinned file and records
