@@ -69,17 +69,26 @@ func callerTgid(tid int) (int, error) {
 // waitExit waits up to d for the process to exit; it reports whether it
 // did (or cannot be watched any more).
 func (c *clientProc) waitExit(d time.Duration) bool {
+	// poll a duplicate, made under c.mu: a close meanwhile must not leave
+	// the poll on a closed descriptor, or on another file that got its
+	// number
 	c.mu.Lock()
-	fd := c.pidfd
+	fd := -1
+	var err error
+	if c.pidfd >= 0 {
+		fd, err = unix.FcntlInt(uintptr(c.pidfd), unix.F_DUPFD_CLOEXEC, 0)
+	}
 	c.mu.Unlock()
 	if fd < 0 {
-		return true
+		if err != nil {
+			log.Errorf("pid%d: dup pidfd: %s", c.pid, err)
+			return false
+		}
+		return true // closed: cannot be watched any more
 	}
+	defer unix.Close(fd)
 	exited, err := pidfd.Wait(fd, d)
-	switch {
-	case errors.Is(err, unix.EBADF):
-		return true // closed meanwhile: cannot be watched any more
-	case err != nil:
+	if err != nil {
 		log.Errorf("pid%d: %s", c.pid, err)
 	}
 	return exited
