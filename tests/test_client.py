@@ -284,6 +284,18 @@ def _child(f):
     return os.WEXITSTATUS(status), msg
 
 
+def _mount_fds(mnt):
+    """_mount_fds lists the descriptors of this process open on the mount."""
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink("/proc/self/fd/" + fd).startswith(mnt + "/"):
+                fds.append(fd)
+        except OSError:
+            pass
+    return fds
+
+
 def test_client_afterfork(tdb):
     t = tdb
     at1 = t.commit({0: "a1", 1: "b1"})
@@ -304,13 +316,7 @@ def test_client_afterfork(tdb):
     # in the child: nothing of the client is open on the mount; close and
     # garbage collection do nothing (and raise nothing); other calls fail
     def child(w):
-        fds = []
-        for fd in os.listdir("/proc/self/fd"):
-            try:
-                if os.readlink("/proc/self/fd/" + fd).startswith(mnt + "/"):
-                    fds.append(fd)
-            except OSError:
-                pass
+        fds = _mount_fds(mnt)
         assert fds == [], "descriptors on the mount in the child: %s" % fds
         with pytest.raises(RuntimeError, match="connection closed"):
             conn.open(t.zf)
@@ -330,6 +336,32 @@ def test_client_afterfork(tdb):
     conn.resync(at2)
     assert_blk(m, 0, "a2", {})
     assert_blk(m, 1, "b1", {})
+
+
+def test_client_afterfork_watchlink(tdb):
+    """A raw WatchLink alone (no Conn, no mapping) is closed in a forked
+    child too; its calls fail there, the parent's link keeps working."""
+    from wendelin.wcfs import _client
+
+    t = tdb
+    gc.collect()
+    assert not _client._conns and not _client._mappings, "Conns or mappings of other tests live on"
+    mnt = t.wc.mountpoint
+    wl = wcfs.WatchLink(t.wc)
+    t.defer(wl.close)
+    bad = "watch zzz"  # any request: its reply shows the link works
+    assert _mount_fds(mnt) != []  # this process: head/watch
+
+    def child(w):
+        fds = _mount_fds(mnt)
+        assert fds == [], "descriptors on the mount in the child: %s" % fds
+        with pytest.raises(RuntimeError, match="connection closed"):
+            wl.sendReq(10, bad)
+        wl.close()
+        gc.collect()
+    status, msg = _child(child)
+    assert status == 0, msg
+    assert wl.sendReq(10, bad).startswith("error bad watch")
 
 
 # ---- threads ----

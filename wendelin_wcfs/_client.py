@@ -163,6 +163,7 @@ class Conn(_Closable):
     def close(self):
         """close closes the Conn: its files are closed, their mappings fault.
         Idempotent."""
+        _conns.discard(self)
         super().close()
 
 
@@ -284,10 +285,14 @@ class PinReq:
         return "<wcfs.PinReq %r>" % self.msg
 
 
+_links = weakref.WeakSet()  # live WatchLinks, for fork
+
+
 class WatchLink(_Closable):
     """WatchLink is a raw watch link to the server (head/watch), for low-level
     use and tests. ctx arguments: None (no deadline), seconds, or an object
-    with .deadline() (pygolang contexts work)."""
+    with .deadline() (pygolang contexts work). In a forked child its calls
+    fail with "connection closed"."""
 
     def __init__(self, wc):
         if _forked():
@@ -296,17 +301,24 @@ class WatchLink(_Closable):
         self._gowl = _call(wc._gowc.OpenWatchLink)
         self._fd = self._gowl.Fd()
         self._set_closer("WatchLink", self._gowl.Close)
+        _links.add(self)
+
+    def _check(self, what):
+        if _forked():
+            _in_child(what, "connection closed")
 
     def __repr__(self):
         return "<wcfs.WatchLink %s fd%d>" % (self.wc.mountpoint, self._fd)
 
     def sendReq(self, ctx, req):  # -> reply
         """sendReq sends req (e.g. "watch <foid> @<at>") and returns the reply."""
+        self._check("sendReq")
         return _call(self._gowl.SendReq, req, _timeout(ctx))
 
     def recvReq(self, ctx):  # -> PinReq | None
         """recvReq returns the next request of the server, None once the server
         closed the link."""
+        self._check("recvReq")
         goreq = _call(self._gowl.RecvReq, _timeout(ctx))
         if goreq.EOF():
             return None
@@ -314,19 +326,23 @@ class WatchLink(_Closable):
 
     def replyReq(self, ctx, req, reply):
         """replyReq sends reply (e.g. "ack") to the server's request req."""
+        self._check("replyReq")
         _call(self._gowl.ReplyReq, req._goreq, reply, _timeout(ctx))
 
     def closeWrite(self):
         """closeWrite tells the server "bye"."""
+        self._check("closeWrite")
         _call(self._gowl.CloseWrite)
 
     def close(self):
         """close says "bye" and closes the link. Idempotent."""
+        _links.discard(self)
         super().close()
 
     @property
     def fatalv(self):
         """fatalv lists the notices the server sent on stream 0."""
+        self._check("fatalv")
         return json.loads(_call(self._gowl.Fatalv))
 
 
@@ -338,7 +354,7 @@ _fork_fds = []  # taken before fork, closed in the child
 def _before_fork():
     global _fork_fds
     _fork_fds = []
-    if _forked() or not (_conns or _mappings):
+    if _forked() or not (_conns or _links or _mappings):
         return
     try:
         _fork_fds = json.loads(_gopy.ClientFds())
@@ -357,7 +373,7 @@ def _after_fork_in_child():
             pass
     for addr, n in list(_mappings.values()):
         _libc.mmap(addr, n, _PROT_NONE, _MAP_PRIVATE | _MAP_FIXED | _MAP_ANONYMOUS | _MAP_NORESERVE, -1, 0)
-    for c in list(_conns):
+    for c in list(_conns) + list(_links):
         c._closed = True
 
 
