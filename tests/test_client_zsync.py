@@ -156,3 +156,31 @@ def test_zsync_zconn_gc(zdb):
     with pytest.raises(RuntimeError, match="connection closed"):
         wconn.open(b"\0" * 8)
     hold.close()
+
+
+def test_zsync_resync_fails(zdb):
+    """A resync that fails (here: back in history) closes the Conn; the
+    connection then gets a new one."""
+    import transaction
+
+    db, wc = zdb
+    tm = transaction.TransactionManager()
+    zconn = db.open(tm)
+    wconn = pywconnOf(zconn)
+    at0 = zconn_at(zconn)
+    # no file open: the Conn moves ahead at once, the connection's next
+    # view is behind it
+    wconn.resync((int.from_bytes(at0, "big") + 1).to_bytes(8, "big"))
+    with pytest.raises(RuntimeError, match="going back in history is forbidden"):
+        tm.begin()
+    with pytest.raises(RuntimeError, match="connection closed"):
+        wconn.open(b"\0" * 8)
+    assert zconn.__dict__["_wcfs_zsync"].closed
+    assert wc._njoin == 1  # the join of the dead Conn is closed too
+    wconn2 = pywconnOf(zconn)
+    assert wconn2 is not wconn
+    assert wconn2.at() == zconn_at(zconn)
+    assert wc._njoin == 2
+    fh = wconn2.open(zconn.root()["zf"]._p_oid)
+    fh.close()
+    zconn.close()

@@ -123,9 +123,15 @@ class _ZSync:
     def newTransaction(self, transaction, sync=True):
         zconn = self._zref()
         type(zconn).newTransaction(zconn, transaction, sync)
-        with self._mu:
-            if not self.closed:
-                self.wconn.resync(zconn_at(zconn))
+        try:
+            with self._mu:
+                if not self.closed:
+                    self.wconn.resync(zconn_at(zconn))
+        except BaseException:
+            # a failed resync closed the Conn: drop it (and its join), the
+            # next pywconnOf makes a new one
+            self.close()
+            raise
 
     def release_resources(self):
         zconn = self._zref()
