@@ -292,6 +292,35 @@ def test_stop_hung_server(wcfs_db):
     no_server(zurl)
 
 
+def test_close_on_hung_server(wcfs_db):
+    """WCFS.close() and closing a file of the mount return while the server
+    is SIGSTOPped: a close(2) on the mount does not wait for the server (it
+    answers FLUSH with ENOSYS, so the kernel sends none)."""
+    zurl = wcfs_db.zurl
+    srv = wcfs.start(zurl)
+    try:
+        wc = wcfs.join(zurl, autostart=False)
+        f = wc._open(bigfile(wcfs_db))
+        os.kill(srv._proc.pid, signal.SIGSTOP)
+        try:
+            done = threading.Event()
+
+            def close():
+                f.close()
+                wc.close()
+                done.set()
+
+            t = threading.Thread(target=close, daemon=True)
+            t.start()
+            assert done.wait(10), "close blocked on the stopped server"
+        finally:
+            os.kill(srv._proc.pid, signal.SIGCONT)
+        t.join(10)
+    finally:
+        srv.stop()
+    no_server(zurl)
+
+
 class Deadline:
     """A pygolang-like context: only deadline() is used."""
 
