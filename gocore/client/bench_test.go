@@ -31,7 +31,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 	"unsafe"
@@ -43,37 +42,12 @@ import (
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
 
-var benchData struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 // benchDB returns a FileStorage with one 512 MiB ZBigFile root["zf0"] (2 MiB
 // blocks, ZBlk0), made once per test process by genuine ZODB.
 func benchDB(b *testing.B) string {
 	b.Helper()
-	benchData.once.Do(func() {
-		benchData.dir, benchData.err = os.MkdirTemp("", "wcfs-client-bench-")
-		if benchData.err != nil {
-			return
-		}
-		size := os.Getenv("WCFS_BENCH_SIZE")
-		if size == "" {
-			size = "512M"
-		}
-		benchData.path = filepath.Join(benchData.dir, "bench.fs")
-		cmd := testdb.Command(b, "gen", benchData.path, "--files=1", "--size="+size,
-			"--blksize=2M", "--fmt=ZBlk0", "--no-manifest", "--no-progress")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			benchData.err = fmt.Errorf("%s: %v\n%s", cmd, err, out)
-		}
-	})
-	if benchData.err != nil {
-		b.Fatal(benchData.err)
-	}
-	return benchData.path
+	return testdb.Gen(b, "--files=1", "--size="+testdb.EnvOr("WCFS_BENCH_SIZE", "512M"),
+		"--blksize=2M", "--fmt=ZBlk0")
 }
 
 // scanSink keeps scans from being optimized away.

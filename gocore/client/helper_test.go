@@ -32,9 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(helperMain())
 	}
 	code := wcfstest.Run(m)
-	if benchData.dir != "" {
-		os.RemoveAll(benchData.dir)
-	}
+	testdb.RemoveGenerated()
 	os.Exit(code)
 }
 

@@ -20,9 +20,7 @@ func TestMain(m *testing.M) {
 	// in-process tests log through glog, which otherwise writes files into $TMPDIR
 	flag.Set("logtostderr", "true")
 	code := wcfstest.Run(m)
-	if benchData.dir != "" {
-		os.RemoveAll(benchData.dir)
-	}
+	testdb.RemoveGenerated()
 	os.Exit(code)
 }
 

@@ -16,10 +16,7 @@ package zdata
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -31,17 +28,9 @@ import (
 	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
-var bench struct {
-	once sync.Once
-	dir  string
-	err  error
-}
-
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if bench.dir != "" {
-		os.RemoveAll(bench.dir)
-	}
+	testdb.RemoveGenerated()
 	os.Exit(code)
 }
 
@@ -49,26 +38,8 @@ func TestMain(m *testing.M) {
 // "zf0" in format fmt (ZBlk0 or ZBlk1), made by genuine ZODB.
 func benchDB(b *testing.B, fmt_ string) string {
 	b.Helper()
-	bench.once.Do(func() {
-		bench.dir, bench.err = os.MkdirTemp("", "zdata-bench-")
-	})
-	if bench.err != nil {
-		b.Fatal(bench.err)
-	}
-	size := os.Getenv("ZDATA_BENCH_SIZE")
-	if size == "" {
-		size = "64M"
-	}
-	path := filepath.Join(bench.dir, fmt.Sprintf("%s-%s.fs", fmt_, size))
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	cmd := testdb.Command(b, "gen", path, "--files=1", "--size="+size, "--blksize=2M",
-		"--fmt="+fmt_, "--no-manifest", "--no-progress")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("%s: %v\n%s", cmd, err, out)
-	}
-	return path
+	return testdb.Gen(b, "--files=1", "--size="+testdb.EnvOr("ZDATA_BENCH_SIZE", "64M"),
+		"--blksize=2M", "--fmt="+fmt_)
 }
 
 // benchFile opens the benchmark database at zurl and returns the
