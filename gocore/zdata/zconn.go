@@ -38,6 +38,7 @@ func OpenStorage(ctx context.Context, zurl string) (zodb.IStorage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zdata: open storage %q: %w", zurl, err)
 	}
+	stor = &downStorage{stor}
 	if IsNetworkStorage(u) {
 		stor = &ctxStorage{stor}
 	}
