@@ -149,11 +149,18 @@ def crash(wc):
     assert wc.mountpoint not in wcfs._wcregistry  # ... and unregisters anyway
 
 
-def test_join_after_crash(wcfs_db):
-    zurl = wcfs_db.zurl
+def crash_new_server(zurl):
+    """crash_new_server autostarts a server for zurl (this test stops it, not
+    the session's cleanup), crashes it (see crash) and returns its WCFS."""
     wc = wcfs.join(zurl, autostart=True)
     wcfs._wcautostarted.remove(wc)
     crash(wc)
+    return wc
+
+
+def test_join_after_crash(wcfs_db):
+    zurl = wcfs_db.zurl
+    wc = crash_new_server(zurl)
     with pytest.raises(RuntimeError, match="server not running .*died and left a stale mount"):
         wcfs.join(zurl, autostart=False)
     wc2 = wcfs.join(zurl, autostart=True)
@@ -197,9 +204,7 @@ def test_join_while_joined_to_a_dead_server(wcfs_db):
 
 def test_start_after_crash(wcfs_db):
     zurl = wcfs_db.zurl
-    wc = wcfs.join(zurl, autostart=True)
-    wcfs._wcautostarted.remove(wc)
-    crash(wc)
+    wc = crash_new_server(zurl)
     srv = wcfs.start(zurl)
     try:
         assert wcfs._is_mountpoint(srv.mountpoint)
@@ -213,9 +218,7 @@ def test_start_after_crash(wcfs_db):
 
 def test_serve_after_crash(wcfs_db):
     zurl = wcfs_db.zurl
-    wc = wcfs.join(zurl, autostart=True)
-    wcfs._wcautostarted.remove(wc)
-    crash(wc)
+    wc = crash_new_server(zurl)
     served = []
 
     def run():
