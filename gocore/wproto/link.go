@@ -227,14 +227,29 @@ func (l *Link) allocID() uint64 {
 	}
 }
 
+// errAfterBye is the error of a request whose turn to be sent comes after
+// the client's "bye".
+var errAfterBye = &DownError{Cause: ErrClosed}
+
 // send sends one frame, waiting for the transport (other frames) at most
 // until ctx is done. left tells whether any of the frame left (a frame that
-// did not leave never will).
-func (l *Link) send(ctx context.Context, f Frame) (left bool, err error) {
+// did not leave never will). A request (req) whose turn comes after the
+// client's "bye" is not sent (errAfterBye): the server must see nothing
+// after bye, however requests and CloseWrite race.
+func (l *Link) send(ctx context.Context, f Frame, req bool) (left bool, err error) {
 	select {
 	case l.txSem <- struct{}{}:
 	case <-ctx.Done():
 		return false, ctx.Err()
+	}
+	if req {
+		l.mu.Lock()
+		bye := l.byeSent
+		l.mu.Unlock()
+		if bye {
+			<-l.txSem
+			return false, errAfterBye
+		}
 	}
 	n, err := l.t.Send(ctx, []byte(f.String()))
 	<-l.txSem
@@ -243,13 +258,16 @@ func (l *Link) send(ctx context.Context, f Frame) (left bool, err error) {
 
 // sendUp sends f while the link is up: the send is canceled when the link
 // goes down (the error is then the link's DownError). left is as for send.
-func (l *Link) sendUp(ctx context.Context, f Frame) (left bool, err error) {
+func (l *Link) sendUp(ctx context.Context, f Frame, req bool) (left bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(l.downCtx, cancel)
 	defer stop()
-	left, err = l.send(sctx, f)
+	left, err = l.send(sctx, f, req)
 	if err != nil {
+		if err == errAfterBye {
+			return false, err
+		}
 		if ctx.Err() != nil {
 			return left, ctx.Err()
 		}
@@ -282,7 +300,7 @@ func (l *Link) SendReq(ctx context.Context, payload string) (string, error) {
 	l.pending[id] = ch
 	l.mu.Unlock()
 
-	left, err := l.sendUp(ctx, Frame{id, payload})
+	left, err := l.sendUp(ctx, Frame{id, payload}, true)
 	if err == nil {
 		select {
 		case reply := <-ch:
@@ -359,7 +377,7 @@ func (l *Link) Reply(ctx context.Context, req *Request, payload string) error {
 	// soon as it has the reply
 	delete(l.inflight, req.Stream)
 	l.mu.Unlock()
-	_, err := l.sendUp(ctx, Frame{req.Stream, payload})
+	_, err := l.sendUp(ctx, Frame{req.Stream, payload}, false)
 	return err
 }
 
@@ -380,7 +398,7 @@ func (l *Link) CloseWrite(ctx context.Context) error {
 		l.byeSent = true
 		id := l.allocID()
 		l.mu.Unlock()
-		if _, err := l.sendUp(ctx, Frame{id, MsgBye}); err != nil {
+		if _, err := l.sendUp(ctx, Frame{id, MsgBye}, false); err != nil {
 			return err
 		}
 	}
@@ -409,7 +427,7 @@ func (l *Link) notify(notice string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), NoticeTimeout)
 	defer cancel()
-	l.send(ctx, Frame{0, notice})
+	l.send(ctx, Frame{0, notice}, false)
 }
 
 // Close takes the link down (if it is not yet) and closes the transport,

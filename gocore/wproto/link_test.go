@@ -563,3 +563,44 @@ func TestLinkCloseAfterError(t *testing.T) {
 		t.Fatalf("notice: %q", line)
 	}
 }
+
+// A request racing the client's "bye" either leaves before the bye or is
+// refused with a DownError: the server never reads anything after bye.
+func TestLinkRequestAfterBye(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		p := NewPipe()
+		cli := NewLink(RoleClient, p)
+		raw := &rawClient{p: p}
+		ctx := ctx10(t)
+		reqErr := make(chan error, 1)
+		go func() { _, err := cli.SendReq(ctx, "watch x"); reqErr <- err }()
+		byeErr := make(chan error, 1)
+		go func() { byeErr <- cli.CloseWrite(ctx) }()
+		var lines []string
+		for {
+			line, err := raw.readLine(t)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines = append(lines, line)
+		}
+		if err := <-byeErr; err != nil {
+			t.Fatalf("CloseWrite: %v", err)
+		}
+		if n := len(lines); n == 0 || !strings.HasSuffix(lines[n-1], " bye\n") {
+			t.Fatalf("run %d: server read %q; want bye last", i, lines)
+		}
+		cli.Close()
+		err := <-reqErr
+		if len(lines) == 1 && !errors.Is(err, ErrLinkDown) {
+			t.Fatalf("run %d: request refused with %v; want link down", i, err)
+		}
+		if len(lines) == 2 && (lines[0] != "1 watch x\n" || !errors.Is(err, ErrLinkDown)) {
+			t.Fatalf("run %d: server read %q, request: %v", i, lines, err)
+		}
+		waitClosed(t, cli.RxDone(), "client receiver")
+	}
+}
