@@ -332,7 +332,6 @@ func TestTruncated(t *testing.T) {
 				return
 			}
 			defer stor.Close()
-			settleWatcher(stor)
 			db := NewDB(stor)
 			defer db.Close()
 			head := stor.Head()
@@ -391,32 +390,6 @@ func TestTruncated(t *testing.T) {
 			}
 			t.Logf("truncated at %d/%d bytes: head %s (%s), %d files read", n, len(orig), head, m.Transactions[txi].Description, nok)
 		})
-	}
-}
-
-// settleWatcher waits until the storage's watcher has either found the
-// file broken and shut the storage down, or stayed up for a second. neo/go's
-// storage sets the reason of a shutdown after announcing it and reads it
-// unsynchronized (see downStorage): a load racing with the watcher's
-// shutdown is a data race inside neo/go, which the race detector reports.
-// So when the watcher gives up, the shutdown is finished (Close waits for a
-// shutdown in progress) before anything loads: loads then fail with the
-// watcher's reason.
-func settleWatcher(stor zodb.IStorage) {
-	q := make(chan zodb.Event, 16)
-	stor.AddWatch(q)
-	timeout := time.After(time.Second)
-	for {
-		select {
-		case _, ok := <-q:
-			if !ok { // the watcher stopped: the storage is going down
-				stor.Close()
-				return
-			}
-		case <-timeout:
-			stor.DelWatch(q)
-			return
-		}
 	}
 }
 

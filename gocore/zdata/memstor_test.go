@@ -5,7 +5,7 @@ package zdata
 
 // An in-memory ZODB storage driver (scheme zdatamem://) for tests and fuzzing
 // that need records no genuine ZODB would write: garbage pickles, cycles,
-// overlapping chunks. It is opened through zodb.Open like any storage, so the
+// overlapping chunks. It is opened through OpenStorage like any storage, so the
 // whole stack (neo/go DB, Connection, BTree decoding, this package) runs.
 //
 // Records are built with testdb.Record and testdb.Ref, in the layout ZODB

@@ -23,8 +23,9 @@ import (
 // zurl is any URL neo/go knows (file://, zeo://, neo://, neos://, demo:) or a
 // plain path to a FileStorage file. Errors name the zurl.
 //
-// neo/go's storage-level RAM cache is disabled (WCFS keeps block data in the
-// kernel page cache).
+// The storage is neo/go's driver for zurl under zdata's own wrapper (see
+// storage): no RAM cache (WCFS keeps block data in the kernel page cache),
+// and a down state whose reason every later error carries.
 //
 // Loads from network storages (zeo://, neo://, neos://) honour their
 // context: they return ctx's error as soon as it is done, even when the
@@ -34,11 +35,11 @@ func OpenStorage(ctx context.Context, zurl string) (zodb.IStorage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zdata: open storage %q: %w", zurl, err)
 	}
-	stor, err := zodb.Open(ctx, u, &zodb.OpenOptions{ReadOnly: true, NoCache: true})
+	s, err := openStorage(ctx, u)
 	if err != nil {
 		return nil, fmt.Errorf("zdata: open storage %q: %w", zurl, err)
 	}
-	stor = &downStorage{stor}
+	var stor zodb.IStorage = s
 	if IsNetworkStorage(u) {
 		stor = &ctxStorage{stor}
 	}
