@@ -151,13 +151,19 @@ func (s *storage) Head() zodb.Tid {
 }
 
 // Sync asks the driver for the storage's head and waits until the commits
-// up to it have been announced to the watches (Head shows it then).
+// up to it have been announced to the watches (Head shows it then). A head
+// going back is a storage error: s goes down.
 func (s *storage) Sync(ctx context.Context) error {
 	if err := s.isDown(); err != nil {
 		return s.zerr("sync", nil, err)
 	}
 	head, err := s.drv.Sync(ctx)
 	if err != nil {
+		return s.zerr("sync", nil, err)
+	}
+	if at := s.Head(); head < at {
+		err := fmt.Errorf("storage error: sync gave head %s, before the last commit seen (%s)", head, at)
+		s.shutdown(err)
 		return s.zerr("sync", nil, err)
 	}
 	for {

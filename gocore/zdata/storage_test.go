@@ -277,6 +277,29 @@ func TestStorageTidNotUp(t *testing.T) {
 	}
 }
 
+// A driver whose Sync gives a head before the commits it announced takes
+// the storage down.
+func TestStorageSyncBack(t *testing.T) {
+	s, d := openFake(t, 10)
+	q := make(chan zodb.Event)
+	s.AddWatch(q)
+	go d.commit(11)
+	wantCommit(t, q, 11)
+	d.mu.Lock()
+	d.head = 10
+	d.mu.Unlock()
+	if err := s.Sync(context.Background()); err == nil || !strings.Contains(err.Error(), "before the last commit") {
+		t.Fatalf("sync: %v", err)
+	}
+	if _, ok := recv(t, q); ok {
+		t.Fatal("watch not closed")
+	}
+	_, _, err := s.Load(context.Background(), zodb.Xid{At: 11, Oid: 1})
+	if err == nil || !strings.Contains(err.Error(), "before the last commit") {
+		t.Fatalf("load after: %v", err)
+	}
+}
+
 // Close: the reason is ErrStorageClosed, the watches are closed when it
 // returns, a second Close is harmless.
 func TestStorageClose(t *testing.T) {
