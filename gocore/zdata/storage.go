@@ -247,9 +247,11 @@ func (s *storage) fanOut() {
 				reason = fmt.Errorf("storage error: commit notified with tid not going up (%s -> %s)", s.head, e.Tid)
 				ev = &zodb.EventError{Err: reason}
 				s.deliver(ev)
+				go func() { // the driver may send more until its Close
+					for range s.drvWatchq {
+					}
+				}()
 				s.endWatch(reason)
-				for range s.drvWatchq { // until the driver's Close closes it
-				}
 				return
 			}
 			s.head = e.Tid
