@@ -42,14 +42,6 @@ import (
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
 
-// benchDB returns a FileStorage with one 512 MiB ZBigFile root["zf0"] (2 MiB
-// blocks, ZBlk0), made once per test process by genuine ZODB.
-func benchDB(b *testing.B) string {
-	b.Helper()
-	return testdb.Gen(b, "--files=1", "--size="+testdb.EnvOr("WCFS_BENCH_SIZE", "512M"),
-		"--blksize=2M", "--fmt=ZBlk0")
-}
-
 // scanSink keeps scans from being optimized away.
 var scanSink uint64
 
@@ -65,7 +57,7 @@ func scan(mem []byte) {
 }
 
 func BenchmarkScan(b *testing.B) {
-	path := benchDB(b)
+	path := testdb.BenchFS(b)
 	db := testdb.Open(b, path, testdb.Options{NoHistory: true})
 	foid := db.File("zf0").Oid
 	head := db.Head()

@@ -45,13 +45,6 @@ import (
 	"wendelin.dev/wcfs/gocore/zdata"
 )
 
-// benchDB returns the benchmark FileStorage (one ZBigFile, root["zf0"]).
-func benchDB(b *testing.B) string {
-	b.Helper()
-	return testdb.Gen(b, "--files=1", "--size="+testdb.EnvOr("WCFS_BENCH_SIZE", "512M"),
-		"--blksize=2M", "--fmt=ZBlk0")
-}
-
 // benchArgs returns the server flags from $WCFS_BENCH_ARGS.
 func benchArgs(args ...string) []string {
 	return append(args, strings.Fields(os.Getenv("WCFS_BENCH_ARGS"))...)
@@ -134,7 +127,7 @@ func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 
 
 // BenchmarkServer runs the server benchmarks against one database.
 func BenchmarkServer(b *testing.B) {
-	path := benchDB(b)
+	path := testdb.BenchFS(b)
 	zurl := "file://" + path
 	warmOS(b, path)
 	zc, zf, size := zfile(b, zurl)

@@ -70,3 +70,11 @@ func EnvOr(name, def string) string {
 	}
 	return def
 }
+
+// BenchFS returns the FileStorage of the mount benchmarks (server, client):
+// one ZBigFile root["zf0"] of $WCFS_BENCH_SIZE (512M by default) in 2 MiB
+// ZBlk0 blocks, made once per test process by genuine ZODB.
+func BenchFS(tb testing.TB) string {
+	tb.Helper()
+	return Gen(tb, "--files=1", "--size="+EnvOr("WCFS_BENCH_SIZE", "512M"), "--blksize=2M", "--fmt=ZBlk0")
+}
