@@ -20,6 +20,7 @@ import (
 	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/internal/fs1map"
 	"wendelin.dev/wcfs/gocore/zdata"
 )
 
@@ -105,6 +106,18 @@ func (z *zstor) Load(ctx context.Context, xid zodb.Xid) (*mem.Buf, zodb.Tid, err
 	}
 	return nil, 0, err
 }
+
+// LoadMapped forwards zdata's loads of records in place (a FileStorage's
+// map) unless the storage is down.
+func (z *zstor) LoadMapped(xid zodb.Xid) (fs1map.Record, zodb.Tid, bool) {
+	m, ok := z.IStorage.(zdata.RecordMapper)
+	if !ok || z.down.Load() != nil {
+		return fs1map.Record{}, 0, false
+	}
+	return m.LoadMapped(xid)
+}
+
+var _ zdata.RecordMapper = (*zstor)(nil)
 
 // isLinkError tells whether a load error from a network storage means that
 // the storage cannot be used (the connection broke, the client gave up on

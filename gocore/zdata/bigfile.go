@@ -17,6 +17,7 @@ import (
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	"lab.nexedi.com/kirr/neo/go/zodb/btree"
 
+	"wendelin.dev/wcfs/gocore/internal/fs1map"
 	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
 
@@ -212,7 +213,8 @@ type BlkData struct {
 	// storage buffer and must not be modified; it is valid until Release.
 	Data []byte
 
-	buf *mem.Buf
+	buf *mem.Buf      // Data's memory from neo/go's pool, or
+	rec fs1map.Record // Data is a FileStorage record in place
 }
 
 // Release gives the memory of d back to neo/go's buffer pool; d.Data must
@@ -224,12 +226,15 @@ func (d *BlkData) Release() {
 		d.buf.Release()
 		d.buf = nil
 	}
+	d.rec.Release()
 	d.Data = nil
 }
 
 // LoadBlkShared is like LoadBlk, without copying the data of a ZBlk0 block
 // that fills the whole block (the common case for dense data): its Data then
-// aliases the buffer the storage read the record into. Other blocks are
+// aliases the buffer the storage read the record into, or, from a storage
+// that maps its records (RecordMapper: a FileStorage), the record in the
+// data file's map, read by nobody yet. Other blocks are
 // assembled into a buffer from neo/go's pool (one copy, as LoadBlkInto).
 // The caller must Release the returned BlkData when done with it.
 func (f *ZBigFile) LoadBlkShared(ctx context.Context, blk int64) (BlkData, BlkInfo, error) {
@@ -242,7 +247,7 @@ func (f *ZBigFile) LoadBlkShared(ctx context.Context, blk int64) (BlkData, BlkIn
 	if sink.data == nil {
 		sink.data = sink.dst
 	}
-	return BlkData{Data: sink.data, buf: sink.buf}, info, nil
+	return BlkData{Data: sink.data, buf: sink.buf, rec: sink.rec}, info, nil
 }
 
 // blkSink receives the data of a block: LoadBlk allocates the destination,
@@ -250,10 +255,11 @@ func (f *ZBigFile) LoadBlkShared(ctx context.Context, blk int64) (BlkData, BlkIn
 // storage's buffer of a full ZBlk0 block.
 type blkSink struct {
 	blksize int64
-	dst     []byte   // the destination (LoadBlkShared: allocated on demand)
-	shared  bool     // LoadBlkShared
-	buf     *mem.Buf // LoadBlkShared: the buffer holding the data
-	data    []byte   // LoadBlkShared: adopted data (aliases buf)
+	dst     []byte        // the destination (LoadBlkShared: allocated on demand)
+	shared  bool          // LoadBlkShared
+	buf     *mem.Buf      // LoadBlkShared: the buffer holding the data
+	rec     fs1map.Record // LoadBlkShared: the mapped record holding the data
+	data    []byte        // LoadBlkShared: adopted data (aliases buf or rec)
 }
 
 // init checks or allocates the destination once blksize is known.
@@ -279,10 +285,15 @@ func (s *blkSink) get() []byte {
 	return s.dst
 }
 
+// adoptable tells whether data can be the block without a copy.
+func (s *blkSink) adoptable(data []byte) bool {
+	return s.shared && int64(len(data)) == s.blksize && s.dst == nil
+}
+
 // adopt takes data (aliasing buf) as the block without copying, when it is
 // allowed and data is the whole block; it then owns buf.
 func (s *blkSink) adopt(data []byte, buf *mem.Buf) bool {
-	if !s.shared || int64(len(data)) != s.blksize || s.dst != nil {
+	if !s.adoptable(data) {
 		return false
 	}
 	s.buf, s.data = buf, data
@@ -294,6 +305,7 @@ func (s *blkSink) release() {
 		s.buf.Release()
 		s.buf = nil
 	}
+	s.rec.Release()
 }
 
 // loadBlk serves LoadBlk, LoadBlkInto and LoadBlkShared.
@@ -585,6 +597,14 @@ func precheckNode(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb
 // loadZBlk loads the ZBlk record oid as of at directly from stor and
 // assembles its block data into sink.
 func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid, sink *blkSink) (fmt_ BlkFormat, serial zodb.Tid, err error) {
+	if m, ok := stor.(RecordMapper); ok && sink.shared {
+		if rec, serial, ok := m.LoadMapped(zodb.Xid{Oid: oid, At: at}); ok {
+			if fmt_, ok := loadZBlk0Mapped(rec, sink); ok {
+				return fmt_, serial, nil
+			}
+			rec.Release()
+		}
+	}
 	buf, serial, err := stor.Load(ctx, zodb.Xid{Oid: oid, At: at})
 	if err != nil {
 		if isMissing(err) {
@@ -636,6 +656,41 @@ func loadZBlk(ctx context.Context, stor zodb.IStorage, at zodb.Tid, oid zodb.Oid
 		return FormatZBlk1, serial, nil
 	}
 	return Hole, serial, classErrorf(ErrUnknownZBlk, "ZBlk %s: unknown ZBlk class %s", oid, class)
+}
+
+// loadZBlk0Mapped takes the block from a ZBlk0 record in a FileStorage's
+// map (see loadZBlk): adopted when it is the whole block (sink then owns
+// rec), else copied (rec released). Anything else (another class, a
+// malformed record) is left to the normal path, which reports errors.
+func loadZBlk0Mapped(rec fs1map.Record, sink *blkSink) (BlkFormat, bool) {
+	var data []byte
+	ok := false
+	if !fs1map.Safe(func() { data, ok = decodeZBlk0(rec.Data) }) || !ok || int64(len(data)) > sink.blksize {
+		return Hole, false
+	}
+	if sink.adoptable(data) {
+		sink.rec, sink.data = rec, data
+		return FormatZBlk0, true
+	}
+	dst := sink.get()
+	n := 0
+	if !fs1map.Safe(func() { n = copy(dst, data) }) {
+		return Hole, false
+	}
+	clear(dst[n:])
+	rec.Release()
+	return FormatZBlk0, true
+}
+
+// decodeZBlk0 returns the data of a ZBlk0 record, ok false for a record of
+// another class or a malformed one.
+func decodeZBlk0(rec []byte) ([]byte, bool) {
+	class, err := zpickle.Class(rec)
+	if err != nil || (class != ClassZBlk0 && class != ClassZBlk) {
+		return nil, false
+	}
+	_, data, err := zpickle.DecodeBytes(rec)
+	return data, err == nil
 }
 
 // isCtxErr tells whether err is a context cancellation or deadline.

@@ -10,11 +10,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	neturl "net/url"
+	"os"
 	"sync"
 	"time"
 
 	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/fs1map"
 )
 
 // ErrStorageClosed is the reason of a storage's shutdown by Close.
@@ -43,6 +47,7 @@ var errWatchEnded = errors.New("the storage driver stopped watching for commits"
 type storage struct {
 	drv       zodb.IStorageDriver
 	drvWatchq chan zodb.Event
+	mapped    *fs1map.File // a FileStorage's data file mapped (LoadMapped), or nil
 
 	mu       sync.Mutex
 	head     zodb.Tid
@@ -83,8 +88,43 @@ func openStorage(ctx context.Context, url string) (*storage, error) {
 		down:      make(chan struct{}),
 		fanDone:   make(chan struct{}),
 	}
+	s.mapped = openMapped(url)
 	go s.fanOut()
 	return s, nil
+}
+
+// openMapped maps the data file of a FileStorage at url for LoadMapped; nil
+// for other storages, or when the map cannot be made (loads then all go
+// through the driver, as they would without it).
+func openMapped(url string) *fs1map.File {
+	u, err := neturl.Parse(url)
+	if err != nil || u.Scheme != "file" || u.RawQuery != "" || os.Getenv("WCFS_NO_MMAP") != "" {
+		return nil
+	}
+	m, err := fs1map.Open(u.Host+u.Path, fs1map.MinSize) // the path as neo/go's fs1 takes it
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// RecordMapper is implemented by storages that can give the data of large
+// records without copying them: zdata's storage over a FileStorage (see
+// package fs1map), and wrappers forwarding to it.
+type RecordMapper interface {
+	// LoadMapped is Load without the copy for the records it knows,
+	// which it returns with ok; ok false: use Load. The record must be
+	// released.
+	LoadMapped(xid zodb.Xid) (rec fs1map.Record, serial zodb.Tid, ok bool)
+}
+
+var _ RecordMapper = (*storage)(nil)
+
+func (s *storage) LoadMapped(xid zodb.Xid) (fs1map.Record, zodb.Tid, bool) {
+	if s.mapped == nil || s.isDown() != nil {
+		return fs1map.Record{}, 0, false
+	}
+	return s.mapped.Load(xid)
 }
 
 func (s *storage) URL() string { return s.drv.URL() }
@@ -112,7 +152,12 @@ func (s *storage) shutdown(reason error) {
 		s.headMove = make(chan struct{})
 	}
 	s.mu.Unlock()
-	s.closeOnce.Do(func() { s.closeErr = s.drv.Close() })
+	s.closeOnce.Do(func() {
+		s.closeErr = s.drv.Close()
+		if s.mapped != nil {
+			s.mapped.Close()
+		}
+	})
 }
 
 // closeWait bounds how long Close waits for the driver to close its watch
