@@ -137,35 +137,43 @@ func BenchmarkServer(b *testing.B) {
 	b.Run("ColdSeq", func(b *testing.B) {
 		ctx := zc.Ctx(context.Background())
 		dst := make([]byte, bs)
-		var twcfs, tzdata, tshared time.Duration
+		var twcfs, tpread, tzdata, tshared time.Duration
 		var nbytes int64
+		// a fresh server: the first read after start
+		coldRead := func(env string) time.Duration {
+			b.StopTimer()
+			warmOS(b, path)
+			if env != "" {
+				os.Setenv(env, "1")
+			}
+			srv := wcfstest.Start(b, zurl, benchArgs()...)
+			os.Unsetenv(env)
+			b.StartTimer()
+			headf := srv.Path("head", "bigfile", foid.String())
+			t0 := time.Now()
+			n := readSeq(b, headf, seqBuf)
+			d := time.Since(t0)
+			if n != size {
+				b.Fatalf("read %d bytes, want %d", n, size)
+			}
+			if err := srv.Stop(); err != nil {
+				b.Fatal(err)
+			}
+			return d
+		}
 		for b.Loop() {
 			// every pass starts with the whole FileStorage in the OS page
 			// cache: proactive reclaim evicts some of its pages between
 			// passes, and each pass would otherwise pay for what the pass
 			// before it left out (untimed)
+			twcfs += coldRead("")
+			tpread += coldRead("WCFS_NO_MMAP") // the server without the map of data.fs
+			nbytes += size
+
 			b.StopTimer()
 			warmOS(b, path)
 			b.StartTimer()
-
-			// a fresh server: the first read after start
-			srv := wcfstest.Start(b, zurl, benchArgs()...)
-			headf := srv.Path("head", "bigfile", foid.String())
 			t0 := time.Now()
-			n := readSeq(b, headf, seqBuf)
-			twcfs += time.Since(t0)
-			if n != size {
-				b.Fatalf("read %d bytes, want %d", n, size)
-			}
-			nbytes += n
-			if err := srv.Stop(); err != nil {
-				b.Fatal(err)
-			}
-
-			b.StopTimer()
-			warmOS(b, path)
-			b.StartTimer()
-			t0 = time.Now()
 			for blk := int64(0); blk < size/bs; blk++ {
 				if _, err := zf.LoadBlkInto(ctx, blk, dst); err != nil {
 					b.Fatal(err)
@@ -189,9 +197,11 @@ func BenchmarkServer(b *testing.B) {
 		}
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(mbps(nbytes, twcfs), "wcfs-MB/s")
+		b.ReportMetric(mbps(nbytes, tpread), "wcfs-nommap-MB/s")
 		b.ReportMetric(mbps(nbytes, tzdata), "zdata-MB/s")
 		b.ReportMetric(mbps(nbytes, tshared), "zdata-shared-MB/s")
 		b.ReportMetric(float64(tzdata)/float64(twcfs), "wcfs/zdata")
+		b.ReportMetric(float64(tzdata)/float64(tpread), "wcfs-nommap/zdata")
 		b.ReportMetric(float64(tshared)/float64(twcfs), "wcfs/zdata-shared")
 	})
 
