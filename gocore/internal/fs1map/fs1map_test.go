@@ -14,6 +14,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
@@ -106,6 +107,19 @@ func checkAll(t *testing.T, m *fs1map.File, drv *fs1.FileStorage, tids []zodb.Ti
 		}
 	}
 	return n
+}
+
+// newFile creates a database with a ZBigFile "f" of nblk blocks of
+// pseudo-random data, not committed yet.
+func newFile(t *testing.T, blksize int64, format testdb.Format, nblk int64) (*testdb.DB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "1.fs")
+	db := testdb.Create(t, path)
+	db.CreateFile("f", blksize, format)
+	for blk := int64(0); blk < nblk; blk++ {
+		db.WriteBlock("f", blk, randBlock(blk, blksize))
+	}
+	return db, path
 }
 
 func randBlock(seed, size int64) []byte {
@@ -244,10 +258,7 @@ func appendFile(t *testing.T, path string, data []byte) {
 // at the end of the file is not indexed, and the rest still is; garbage
 // makes the map decline everything (the driver reports the damage).
 func TestTail(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "1.fs")
-	db := testdb.Create(t, path)
-	db.CreateFile("f", 64<<10, testdb.ZBlk0)
-	db.WriteBlock("f", 0, randBlock(1, 64<<10))
+	db, path := newFile(t, 64<<10, testdb.ZBlk0, 1)
 	db.Commit("init")
 	db.WriteBlock("f", 1, randBlock(2, 64<<10))
 	db.Commit("the tail")
@@ -463,4 +474,63 @@ func loadFuzz(drv *fs1.FileStorage, xid zodb.Xid) (data []byte, serial zodb.Tid,
 		return nil, 0, err
 	}
 	return buf.Data, serial, nil
+}
+
+// TestConcurrent: loads from several goroutines while genuine ZODB commits
+// (each load at the newest revision indexes what was appended), then a
+// Close racing with loads; the race detector watches.
+func TestConcurrent(t *testing.T) {
+	db, path := newFile(t, 64<<10, testdb.ZBlk0, 4)
+	var head atomic.Uint64 // the last commit: loads at it
+	tid0 := db.Commit("init")
+	head.Store(uint64(tid0))
+	var newer atomic.Int64 // loads answered with a record committed after Open
+	m, err := fs1map.Open(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-m.Ready()
+	_, oids := history(t, path)
+
+	stop := make(chan struct{})
+	done := make(chan int)
+	for g := 0; g < 4; g++ {
+		go func() {
+			n := 0
+			for {
+				select {
+				case <-stop:
+					done <- n
+					return
+				default:
+				}
+				for _, oid := range oids {
+					if rec, serial, ok := m.Load(zodb.Xid{Oid: oid, At: zodb.Tid(head.Load())}); ok {
+						_ = rec.Data[len(rec.Data)-1] // the record is readable
+						if serial > tid0 {
+							newer.Add(1)
+						}
+						rec.Release()
+						n++
+					}
+				}
+			}
+		}()
+	}
+	for i := int64(0); i < 5; i++ {
+		db.WriteBlock("f", i%4, randBlock(10+i, 64<<10))
+		head.Store(uint64(db.Commit("change")))
+	}
+	db.Close()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	n := 0
+	for g := 0; g < 4; g++ {
+		n += <-done
+	}
+	if n == 0 || newer.Load() == 0 {
+		t.Fatalf("%d loads answered, %d of records committed after Open; want both > 0", n, newer.Load())
+	}
 }
