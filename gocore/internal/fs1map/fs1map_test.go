@@ -11,12 +11,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 
+	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	"lab.nexedi.com/kirr/neo/go/zodb/storage/fs1"
 
@@ -410,11 +413,19 @@ func FuzzLoad(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(seed)
+	log.SetOutput(io.Discard) // neo/go's "index rebuild..." for every input
 	f.Fuzz(func(t *testing.T, data []byte) {
-		path := filepath.Join(t.TempDir(), "1.fs")
-		if err := os.WriteFile(path, data, 0o644); err != nil {
+		// the file in memory: nothing is left on disk when the fuzzer
+		// kills a worker in the middle of an input
+		fd, err := unix.MemfdCreate("fs1map-fuzz", 0)
+		if err != nil {
 			t.Fatal(err)
 		}
+		defer unix.Close(fd)
+		if _, err := unix.Write(fd, data); err != nil {
+			t.Fatal(err)
+		}
+		path := fmt.Sprintf("/proc/self/fd/%d", fd)
 		m, err := fs1map.Open(path, 1)
 		if err != nil {
 			return
