@@ -74,9 +74,8 @@ type File struct {
 	topTid  zodb.Tid           // the last transaction indexed
 	index   map[zodb.Oid]int64 // oid -> position of its latest data record before topPos
 	closed  bool
-	scanCtx context.Context
-	cancel  context.CancelFunc
-	scanned chan struct{} // closed when the initial scan ends
+	cancel  context.CancelFunc // stops the initial scan
+	scanned chan struct{}      // closed when the initial scan ends
 
 	refs atomic.Int64 // 1 while open, +1 per Load not yet released
 }
@@ -127,8 +126,9 @@ func Open(path string, minSize int64) (_ *File, err error) {
 		scanned: make(chan struct{}),
 	}
 	m.refs.Store(1)
-	m.scanCtx, m.cancel = context.WithCancel(context.Background())
-	go m.initialScan()
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	go m.initialScan(ctx)
 	return m, nil
 }
 
@@ -143,9 +143,6 @@ func mapLen(size int64) int {
 	return int((n + page - 1) / page * page)
 }
 
-// Path returns the data file's path.
-func (m *File) Path() string { return m.path }
-
 // Ready returns a channel closed when the initial scan has ended.
 func (m *File) Ready() <-chan struct{} { return m.scanned }
 
@@ -157,10 +154,10 @@ func (m *File) Err() error {
 }
 
 // initialScan indexes the file as it is, then lets Load use the index.
-func (m *File) initialScan() {
+func (m *File) initialScan(ctx context.Context) {
 	defer close(m.scanned)
 	idx := make(map[zodb.Oid]int64)
-	pos, tid, err := m.scan(m.scanCtx, idx, fs1.IndexNew().TopPos, 0)
+	pos, tid, err := m.scan(ctx, idx, fs1.IndexNew().TopPos, 0)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.index, m.topPos, m.topTid = idx, pos, tid
@@ -271,11 +268,15 @@ func (m *File) Load(xid zodb.Xid) (rec Record, serial zodb.Tid, ok bool) {
 		}
 	}
 	pos, indexed := m.index[xid.Oid]
+	if !indexed {
+		m.mu.Unlock()
+		return Record{}, 0, false
+	}
 	top := m.topPos
 	m.refs.Add(1) // the map stays until this load is released
 	m.mu.Unlock()
 
-	data, serial, ok := m.find(xid, pos, top, indexed)
+	data, serial, ok := m.find(xid, pos, top)
 	if !ok {
 		m.unref()
 		return Record{}, 0, false
@@ -285,10 +286,7 @@ func (m *File) Load(xid zodb.Xid) (rec Record, serial zodb.Tid, ok bool) {
 
 // find walks from the object's latest record at pos to the one visible at
 // xid.At; all of it lies before top (committed, indexed).
-func (m *File) find(xid zodb.Xid, pos, top int64, indexed bool) (data []byte, serial zodb.Tid, ok bool) {
-	if !indexed {
-		return nil, 0, false
-	}
+func (m *File) find(xid zodb.Xid, pos, top int64) (data []byte, serial zodb.Tid, ok bool) {
 	defer func() {
 		if r := recover(); r != nil { // neo/go's decoders on a damaged chain
 			data, serial, ok = nil, 0, false
