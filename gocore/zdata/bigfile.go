@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sort"
 	"strings"
 
@@ -228,6 +229,14 @@ func (d *BlkData) Release() {
 	}
 	d.rec.Release()
 	d.Data = nil
+}
+
+// Source returns the file holding d.Data and its offset there, when d.Data
+// is a FileStorage record in place (see LoadBlkShared): the data can then be
+// spliced from the file's page cache. The file is valid until Release and
+// must not be closed.
+func (d *BlkData) Source() (f *os.File, off int64, ok bool) {
+	return d.rec.Locate(d.Data)
 }
 
 // LoadBlkShared is like LoadBlk, without copying the data of a ZBlk0 block

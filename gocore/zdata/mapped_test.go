@@ -78,6 +78,15 @@ func TestLoadBlkSharedMapped(t *testing.T) {
 			if mapped := d.rec.Data != nil; mapped != wantMapped[blk] {
 				t.Errorf("@%s blk %d (%s): mapped %v, want %v", at, blk, info.Format, mapped, wantMapped[blk])
 			}
+			// a block in place can be read from data.fs where Source says
+			if src, off, ok := d.Source(); ok != wantMapped[blk] {
+				t.Errorf("@%s blk %d: Source ok %v, want %v", at, blk, ok, wantMapped[blk])
+			} else if ok {
+				got := make([]byte, bs)
+				if _, err := src.ReadAt(got, off); err != nil || !bytes.Equal(got, want) {
+					t.Errorf("@%s blk %d: Source %s@%d holds other bytes (%v)", at, blk, src.Name(), off, err)
+				}
+			}
 			d.Release()
 			d.Release() // no-op
 		}

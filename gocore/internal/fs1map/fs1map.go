@@ -50,6 +50,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
@@ -247,6 +248,24 @@ func (r *Record) Release() {
 		r.m = nil
 	}
 	r.Data = nil
+}
+
+// Locate returns the data file and the offset in it of p, a part of r.Data:
+// the bytes can be read from there with a file system call instead of the
+// map (splice: the page cache pages themselves, not a copy). The file is
+// valid until r is released; it must not be closed. ok is false when p is
+// not in r.Data.
+func (r *Record) Locate(p []byte) (f *os.File, off int64, ok bool) {
+	if r.m == nil || len(p) == 0 || len(r.Data) == 0 {
+		return nil, 0, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(r.m.mem)))
+	dlo := uintptr(unsafe.Pointer(unsafe.SliceData(r.Data)))
+	plo := uintptr(unsafe.Pointer(unsafe.SliceData(p)))
+	if plo < dlo || plo+uintptr(len(p)) > dlo+uintptr(len(r.Data)) {
+		return nil, 0, false
+	}
+	return r.m.f, int64(plo - base), true
 }
 
 // Load returns the data of object xid.Oid as of revision xid.At and the tid

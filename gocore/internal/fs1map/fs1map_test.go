@@ -105,11 +105,39 @@ func checkAll(t *testing.T, m *fs1map.File, drv *fs1.FileStorage, tids []zodb.Ti
 				t.Fatalf("%s: map: serial %s, %d bytes; driver: serial %s, %d bytes", xid, serial, len(rec.Data), dserial, len(buf.Data))
 			}
 			buf.Release()
+			checkLocate(t, xid, rec)
 			rec.Release()
 			rec.Release() // again: nothing
+			if _, _, ok := rec.Locate(buf.Data); ok {
+				t.Fatalf("%s: Locate after Release", xid)
+			}
 		}
 	}
 	return n
+}
+
+// checkLocate: the bytes Locate points to in the data file are the
+// record's; slices outside the record are refused.
+func checkLocate(t *testing.T, xid zodb.Xid, rec fs1map.Record) {
+	t.Helper()
+	n := len(rec.Data)
+	for _, part := range [][2]int{{0, n}, {n / 3, n/3 + 1}, {n - 1, n}} {
+		p := rec.Data[part[0]:part[1]]
+		f, off, ok := rec.Locate(p)
+		if !ok {
+			t.Fatalf("%s: Locate(Data[%d:%d]) refused", xid, part[0], part[1])
+		}
+		got := make([]byte, len(p))
+		if _, err := f.ReadAt(got, off); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("%s: Locate(Data[%d:%d]) = %s@%d: other bytes there (%v)", xid, part[0], part[1], f.Name(), off, err)
+		}
+	}
+	if _, _, ok := rec.Locate(bytes.Clone(rec.Data[:1])); ok {
+		t.Fatalf("%s: Locate of memory outside the record accepted", xid)
+	}
+	if _, _, ok := rec.Locate(rec.Data[:0]); ok {
+		t.Fatalf("%s: Locate of an empty slice accepted", xid)
+	}
 }
 
 // newFile creates a database with a ZBigFile "f" of nblk blocks of
