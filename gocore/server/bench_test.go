@@ -12,7 +12,9 @@ package server_test
 //     after the server starts, against the data layer (zdata) loading the
 //     same blocks in-process without FUSE, one after another: LoadBlkInto
 //     into one reused buffer, and LoadBlkShared (no copy, what the server
-//     uses); the FileStorage is in the OS cache.
+//     uses); the FileStorage is in the OS cache. Fresh servers with
+//     WCFS_NO_SPLICE=1 (page cache stores written from the map of data.fs)
+//     and WCFS_NO_MMAP=1 (blocks read by pread) read alongside.
 //   - WarmSeq: the same read with the file in the page cache, against reading
 //     the same bytes from a tmpfs file.
 //   - Rand4K: random 4 KiB reads of the warm file, latency percentiles
@@ -137,7 +139,7 @@ func BenchmarkServer(b *testing.B) {
 	b.Run("ColdSeq", func(b *testing.B) {
 		ctx := zc.Ctx(context.Background())
 		dst := make([]byte, bs)
-		var twcfs, tpread, tzdata, tshared time.Duration
+		var twcfs, tnosplice, tpread, tzdata, tshared time.Duration
 		var nbytes int64
 		// a fresh server: the first read after start
 		coldRead := func(env string) time.Duration {
@@ -167,7 +169,8 @@ func BenchmarkServer(b *testing.B) {
 			// passes, and each pass would otherwise pay for what the pass
 			// before it left out (untimed)
 			twcfs += coldRead("")
-			tpread += coldRead("WCFS_NO_MMAP") // the server without the map of data.fs
+			tnosplice += coldRead("WCFS_NO_SPLICE") // stores written from the map
+			tpread += coldRead("WCFS_NO_MMAP")      // the server without the map of data.fs
 			nbytes += size
 
 			b.StopTimer()
@@ -197,10 +200,12 @@ func BenchmarkServer(b *testing.B) {
 		}
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(mbps(nbytes, twcfs), "wcfs-MB/s")
+		b.ReportMetric(mbps(nbytes, tnosplice), "wcfs-nosplice-MB/s")
 		b.ReportMetric(mbps(nbytes, tpread), "wcfs-nommap-MB/s")
 		b.ReportMetric(mbps(nbytes, tzdata), "zdata-MB/s")
 		b.ReportMetric(mbps(nbytes, tshared), "zdata-shared-MB/s")
 		b.ReportMetric(float64(tzdata)/float64(twcfs), "wcfs/zdata")
+		b.ReportMetric(float64(tzdata)/float64(tnosplice), "wcfs-nosplice/zdata")
 		b.ReportMetric(float64(tzdata)/float64(tpread), "wcfs-nommap/zdata")
 		b.ReportMetric(float64(tshared)/float64(twcfs), "wcfs/zdata-shared")
 	})

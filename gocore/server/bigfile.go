@@ -549,7 +549,7 @@ func (f *bigFile) uploadBlk(blk int64, l *blkLoad, ranges [][2]int64) {
 
 	off := blk * int64(len(l.buf.data)) // not f.blksize: no view lock held here
 	for _, r := range ranges {
-		st := f.WriteCache(off+r[0], l.buf.data[r[0]:r[1]])
+		st := f.storeCache(off, l.buf, r[0], r[1])
 		switch st {
 		case 0:
 		case syscall.ENOENT:

@@ -505,7 +505,7 @@ func (s *Server) storeOld(ob oldBlock) {
 	if f.blksize != bs || (ob.blk+1)*bs > f.size {
 		return // not a block of that revision's file (e.g. a hole beyond its EOF)
 	}
-	st := f.WriteCache(ob.blk*bs, data)
+	st := f.storeCache(ob.blk*bs, ob.buf, 0, bs)
 	if st != 0 && st != syscall.ENOENT {
 		log.Warningf("%s: blk %d: store old data: %s (reading it will be slower)", f.path(), ob.blk, st)
 	}

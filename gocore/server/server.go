@@ -22,6 +22,7 @@ import (
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/history"
+	"wendelin.dev/wcfs/gocore/internal/fusesplice"
 	"wendelin.dev/wcfs/gocore/zdata"
 )
 
@@ -47,7 +48,10 @@ type Server struct {
 	stats *Stats
 
 	fuse *fuse.Server
-	act  *activity
+	// storer splices page cache stores of blocks in place (nil: writes)
+	storer         *fusesplice.Storer
+	spliceWarnOnce sync.Once
+	act            *activity
 
 	uploads     sync.WaitGroup      // page cache uploads and prefetches in flight
 	prefetchSem *semaphore.Weighted // bounds concurrent prefetches
@@ -135,11 +139,14 @@ func (s *Server) Mount() (err error) {
 			Logger:                   logger,
 			PanicHandler:             panicHandler,
 		},
-		EntryTimeout: &sec,
-		AttrTimeout:  &sec,
-		UID:          uint32(os.Getuid()),
-		GID:          uint32(os.Getgid()),
-		Logger:       logger,
+		// node ids are the (automatic, never reused) inode numbers: the
+		// splice stores address nodes by StableAttr().Ino
+		ExternalNodeID: true,
+		EntryTimeout:   &sec,
+		AttrTimeout:    &sec,
+		UID:            uint32(os.Getuid()),
+		GID:            uint32(os.Getgid()),
+		Logger:         logger,
 	}
 	s.act = newActivity(fs.NewNodeFS(s.root, opts))
 	if err := checkNotMounted(s.opt.Mountpoint); err != nil {
@@ -150,6 +157,7 @@ func (s *Server) Mount() (err error) {
 		return fmt.Errorf("mount %s: %w", s.opt.Mountpoint, err)
 	}
 	s.fuse = srv
+	s.storer = newStorer(srv) // before serving: read-only afterwards
 	go func() {
 		srv.Serve()
 		close(s.served)
@@ -271,6 +279,9 @@ func (s *Server) close() {
 	}
 	s.workers.Wait()
 	s.uploads.Wait()
+	if s.storer != nil {
+		s.storer.Close()
+	}
 	if s.head != nil {
 		s.head.zconn.Close()
 	}

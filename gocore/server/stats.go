@@ -22,6 +22,12 @@ type Stats struct {
 	Pin       atomic.Int64 // pin requests issued
 	PinKill   atomic.Int64 // clients killed for mishandling a pin
 
+	// Bytes stored into the page cache (uploads of loaded blocks, old
+	// data kept for @<rev>/), by splice from data.fs and by write from
+	// memory. Not shown in .wcfs/stats (its keys are the reference's).
+	StoredSplice atomic.Int64
+	StoredWrite  atomic.Int64
+
 	zheadLink atomic.Int64 // open .wcfs/debug/zhead handles
 }
 

@@ -1,0 +1,110 @@
+// Copyright (C) 2026  WCFS authors.
+// SPDX-License-Identifier: GPL-3.0-or-later
+
+package server_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/server"
+)
+
+// Page cache stores of blocks in place go by splice from data.fs, other
+// blocks by write; with WCFS_NO_SPLICE=1 all by write. Either way a
+// sequential read returns the data (most of it from the stored pages), and
+// so does a second read, from the page cache alone. The server runs in
+// this process, to see its counters.
+func TestStoreSplice(t *testing.T) {
+	db := testdb.Create(t, filepath.Join(t.TempDir(), "1.fs"))
+	db.CreateFile("f", 2<<20, testdb.ZBlk0)
+	for blk := int64(0); blk < 6; blk++ {
+		b := make([]byte, 2<<20) // full blocks: records in place
+		rand.New(rand.NewSource(blk)).Read(b)
+		db.WriteBlock("f", blk, b)
+	}
+	db.WriteBlock("f", 6, randData(6, 100000)) // a short block: copied
+	db.Commit("t1")
+	fs := db.Manifest().Last().Files["f"]
+
+	for _, mode := range []string{"splice", "write"} {
+		t.Run(mode, func(t *testing.T) {
+			if mode == "write" {
+				t.Setenv("WCFS_NO_SPLICE", "1")
+			}
+			mnt := filepath.Join(t.TempDir(), "mnt")
+			if err := os.Mkdir(mnt, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			s, err := server.Open(context.Background(), server.Options{ZURL: db.ZURL(), Mountpoint: mnt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Mount(); err != nil {
+				t.Fatal(err)
+			}
+			stopped := false
+			stop := func() {
+				if stopped {
+					return
+				}
+				stopped = true
+				if err := s.Unmount(); err != nil {
+					t.Errorf("unmount: %s", err)
+					return
+				}
+				if err := s.Wait(); err != nil {
+					t.Errorf("wait: %s", err)
+				}
+			}
+			t.Cleanup(stop)
+
+			path := filepath.Join(mnt, "head", "bigfile", fs.Oid.String())
+			for pass := range 2 {
+				if got := readSha(t, path, 2<<20); got != fs.Sha256 {
+					t.Fatalf("pass %d: content differs", pass)
+				}
+			}
+			stop() // the uploads are done: the counters are final
+			st := s.Stats()
+			spliced, written := st.StoredSplice.Load(), st.StoredWrite.Load()
+			t.Logf("stored by splice %d, by write %d bytes", spliced, written)
+			if written == 0 {
+				t.Error("nothing stored by write (the short block)")
+			}
+			switch mode {
+			case "splice":
+				if spliced < 2<<20 {
+					t.Errorf("stored by splice %d bytes, want the blocks in place", spliced)
+				}
+			case "write":
+				if spliced != 0 {
+					t.Errorf("WCFS_NO_SPLICE=1: %d bytes stored by splice", spliced)
+				}
+			}
+		})
+	}
+}
+
+// readSha reads path sequentially in pieces of n bytes; it returns the
+// content's sha256 in hex.
+func readSha(t *testing.T, path string, n int) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, f, make([]byte, n)); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
