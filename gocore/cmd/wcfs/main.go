@@ -147,7 +147,8 @@ func run(opt server.Options) int {
 	log.Infof("stop %q %q", opt.Mountpoint, opt.ZURL)
 	if err != nil {
 		msg := fmt.Sprintf("wcfs: %s", err)
-		fmt.Fprintln(os.Stderr, msg)
+		log.Warning(msg)
+		report(msg)
 		notify("STATUS=" + oneLine(msg))
 		return 1
 	}
@@ -159,7 +160,7 @@ func run(opt server.Options) int {
 func startFailed(err error) int {
 	msg := fmt.Sprintf("wcfs: %s", err)
 	log.Warning(msg)
-	fmt.Fprintln(os.Stderr, msg)
+	report(msg)
 	state := "STATUS=" + oneLine(msg)
 	var e syscall.Errno
 	if errors.As(err, &e) {
@@ -170,6 +171,17 @@ func startFailed(err error) int {
 		return 2
 	}
 	return 1
+}
+
+// report writes msg to stderr unless the log (which has it) goes there
+// already: once in a terminal or a server log file, never twice.
+func report(msg string) {
+	for _, name := range []string{"logtostderr", "alsologtostderr"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() == "true" {
+			return
+		}
+	}
+	fmt.Fprintln(os.Stderr, msg)
 }
 
 // notify sends state to $NOTIFY_SOCKET if set (sd_notify protocol).
