@@ -45,6 +45,10 @@ var (
 	StopTimeout  = 30 * time.Second
 )
 
+// Race tells whether Binary builds servers with the race detector (as the
+// test binary): their memory is several times larger.
+const Race = raceEnabled
+
 // ---- building ----
 
 var build struct {
@@ -194,17 +198,31 @@ func StartErr(t testing.TB, zurl string, args ...string) (*Server, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startAt(t, bin, zurl, mnt, args)
+	return startAt(t, bin, zurl, mnt, args, true)
 }
 
 // StartAt is StartErr with a given mountpoint (which the cleanup does not
 // remove), for tests of bad mountpoints.
 func StartAt(t testing.TB, zurl, mnt string, args ...string) (*Server, error) {
 	t.Helper()
-	return startAt(t, Binary(t), zurl, mnt, args)
+	return startAt(t, Binary(t), zurl, mnt, args, true)
 }
 
-func startAt(t testing.TB, bin, zurl, mnt string, args []string) (*Server, error) {
+// StartOther is StartErr for another server binary bin that speaks no
+// sd_notify (the reference wcfs, for benchmarks side by side): it is ready
+// once its mount shows in the mount table. The cleanup is the same.
+func StartOther(t testing.TB, bin, zurl string, args ...string) (*Server, error) {
+	t.Helper()
+	mnt, err := os.MkdirTemp("", fmt.Sprintf("wcfstest-mnt-%d-", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startAt(t, bin, zurl, mnt, args, false)
+}
+
+// startAt starts bin and waits for its readiness: READY=1 through
+// sd_notify, else (!notify) its mount in the mount table.
+func startAt(t testing.TB, bin, zurl, mnt string, args []string, notify bool) (*Server, error) {
 	t.Helper()
 	owned := strings.HasPrefix(filepath.Base(mnt), "wcfstest-mnt-")
 	sockDir, err := os.MkdirTemp("", "wcfsn")
@@ -278,8 +296,19 @@ func startAt(t testing.TB, bin, zurl, mnt string, args []string) (*Server, error
 		return &StartError{ExitCode: code, Status: status, Errno: errnoN, Stderr: s.Log(), Reason: reason}
 	}
 	timeout := time.After(ReadyTimeout)
+	var poll <-chan time.Time // !notify: look for the mount
+	if !notify {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		poll = tick.C
+	}
 	for {
 		select {
+		case <-poll:
+			if IsMounted(mnt) {
+				s.Ready = map[string]string{}
+				return s, nil
+			}
 		case kv, ok := <-notes:
 			if !ok {
 				return nil, fail("notify socket closed")
@@ -393,8 +422,12 @@ func (s *Server) WaitExit(timeout time.Duration) (int, error) {
 	}
 }
 
-// kill dumps the server's goroutines into its log (SIGQUIT), aborts the
-// FUSE connection and kills the process group.
+// Kill dumps the server's goroutines into its log (SIGQUIT), aborts the
+// FUSE connection and kills the process group: for a server that crashed
+// and left its mount hung (its threads waiting on it), or does not exit.
+// The cleanup still unmounts and removes the mountpoint.
+func (s *Server) Kill(t testing.TB) { s.kill(t) }
+
 func (s *Server) kill(t testing.TB) {
 	if s.Signal(syscall.SIGQUIT) == nil {
 		select {
@@ -402,11 +435,8 @@ func (s *Server) kill(t testing.TB) {
 		case <-time.After(5 * time.Second):
 		}
 	}
-	if dev, ok := mountDev(s.Mnt); ok {
-		abort := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", dev)
-		if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
-			t.Logf("wcfstest: abort FUSE connection: %v", err)
-		}
+	if err := s.Abort(); err != nil {
+		t.Logf("wcfstest: %v", err)
 	}
 	syscall.Kill(-s.PID, syscall.SIGKILL) // its own process group
 	select {
@@ -414,6 +444,21 @@ func (s *Server) kill(t testing.TB) {
 	case <-time.After(StopTimeout):
 		t.Errorf("wcfstest: wcfs (pid %d) did not die after SIGKILL", s.PID)
 	}
+}
+
+// Abort aborts the FUSE connection of the server's mount (if mounted):
+// every request waiting for the server fails, the server's reads of
+// /dev/fuse fail, the mount stays until unmounted.
+func (s *Server) Abort() error {
+	dev, ok := mountDev(s.Mnt)
+	if !ok {
+		return nil
+	}
+	abort := fmt.Sprintf("/sys/fs/fuse/connections/%d/abort", dev)
+	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
+		return fmt.Errorf("abort FUSE connection: %w", err)
+	}
+	return nil
 }
 
 // cleanup stops the server and removes what it left, always.
