@@ -27,7 +27,6 @@ package server_test
 // once per test process by genuine ZODB (`python -m ztestdb gen`).
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -35,6 +34,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -287,31 +287,6 @@ func BenchmarkServer(b *testing.B) {
 	})
 }
 
-// commitScript commits changes of one block of root['f'] with genuine ZODB,
-// one commit per line of stdin (the block number), and answers every commit
-// with its tid and the time the commit reached the storage file: when
-// FileStorage has flushed the transaction's final status (from then on any
-// reader of the file sees it; FileStorage then fsyncs and ZODB runs
-// invalidations and hooks before commit() returns). CLOCK_MONOTONIC.
-const commitScript = `
-import os, sys, time, transaction, ZODB, ZODB.FileStorage
-stor = ZODB.FileStorage.FileStorage(sys.argv[1])
-conn = ZODB.DB(stor).open()
-zf = conn.root()['f']
-end = []
-finish_finish = stor._finish_finish
-def _finish_finish(tid):
-    stor._file.flush()
-    end.append(time.clock_gettime(time.CLOCK_MONOTONIC))
-    finish_finish(tid)
-stor._finish_finish = _finish_finish
-for line in sys.stdin:
-    zf.storeblk(int(line), os.urandom(zf.blksize))
-    del end[:]
-    transaction.commit()
-    print(stor.lastTransaction().hex(), repr(end[0]), flush=True)
-`
-
 // BenchmarkCommitVisible: a genuine ZODB commit reaches the storage file ->
 // head/at shows it (the .wcfs/debug/zhead line, published right after head/at
 // advanced; both sides timed with CLOCK_MONOTONIC).
@@ -329,42 +304,13 @@ func BenchmarkCommitVisible(b *testing.B) {
 	// a served file with cached blocks: commits have page cache work to do
 	readFileB(b, srv.Path("head", "bigfile", foid.String()))
 
-	py := testdb.Command(b) // python with the toolkit on PYTHONPATH
-	py.Args = []string{py.Args[0], "-c", commitScript, db.Path()}
-	stdin, err := py.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := py.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	py.Stderr = os.Stderr
-	if err := py.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer py.Wait()
-	defer stdin.Close()
-	replies := bufio.NewScanner(stdout)
-
+	zc := startCommitter(b, db.Path())
 	var d []time.Duration
 	rng := rand.New(rand.NewSource(1))
 	for b.Loop() {
-		fmt.Fprintf(stdin, "%d\n", rng.Intn(16))
-		if !replies.Scan() {
-			b.Fatalf("committer: %v", replies.Err())
-		}
-		var tidHex string
-		var end float64
-		if _, err := fmt.Sscan(replies.Text(), &tidHex, &end); err != nil {
-			b.Fatalf("committer said %q: %v", replies.Text(), err)
-		}
-		tid, err := zodb.ParseTid(tidHex)
-		if err != nil {
-			b.Fatal(err)
-		}
+		tid, end := zc.send(b, strconv.Itoa(rng.Intn(16)))
 		ev := zh.waitTid(b, tid)
-		d = append(d, ev.mono-time.Duration(end*1e9))
+		d = append(d, ev.mono-end)
 		if got := readFileB(b, srv.Path("head", "at")); string(got) != tid.String() {
 			b.Fatalf("head/at = %s after @%s was published", got, tid)
 		}

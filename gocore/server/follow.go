@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	log "github.com/golang/glog"
-	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/history"
@@ -23,10 +21,6 @@ import (
 
 // historyKeep is how much history is kept at least (spec 1.7 step 9).
 const historyKeep = time.Minute
-
-// preserveBudget bounds the old block data one commit keeps in memory to
-// copy into @<rev>/ caches; blocks beyond it are not preserved (logged).
-const preserveBudget = 512 << 20
 
 // eventQueue forwards storage events from watchq into an unbounded queue, so
 // that commit processing never stalls the storage's event delivery (which
@@ -88,14 +82,16 @@ func (s *Server) follow(ctx context.Context, events <-chan zodb.Event) error {
 			return watchError(fmt.Errorf("storage watch: %w", ev.Err))
 		case *zodb.EventCommit:
 			t0 := time.Now()
-			if err := s.head.commit(ctx, ev); err != nil {
+			nchanged, kept, err := s.head.commit(ctx, ev)
+			if err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
 				return fmt.Errorf("commit @%s: %w", ev.Tid, err)
 			}
 			if log.V(1) {
-				log.Infof("zwatcher: @%s processed in %s (%d objects changed)", ev.Tid, time.Since(t0), len(ev.Changev))
+				log.Infof("zwatcher: @%s processed in %s (%d objects changed; %d blocks changed, %d kept in @<rev>/)",
+					ev.Tid, time.Since(t0), len(ev.Changev), nchanged, kept)
 			}
 		default:
 			return fmt.Errorf("unexpected storage event %T", ev)
@@ -103,25 +99,16 @@ func (s *Server) follow(ctx context.Context, events <-chan zodb.Event) error {
 	}
 }
 
-// oldBlock is the data a head file block had before a commit, to be kept
-// in the page cache of @<rev>/bigfile/<oid> (rev = the block's revision).
-// It holds a reference to buf until stored.
-type oldBlock struct {
-	foid zodb.Oid
-	blk  int64
-	rev  zodb.Tid
-	buf  *blockBuf
-}
-
 // viewSwitch is the outcome of the switch phase of a commit.
 type viewSwitch struct {
 	tid        zodb.Tid
 	oldUploads *sync.WaitGroup // uploads of the old view
-	preserve   []oldBlock
-	inval      []blockInval // changed blocks of head files
-	invalAll   []*bigFile   // epoch or gone: drop all the file's cache
-	invalAttr  []*bigFile   // size changed
-	invalGrown []grownRange // files that grew: their region past the old EOF
+	nchanged   int             // changed blocks of head files
+	preserve   *preservePlan   // their old data to keep in @<rev>/
+	inval      []blockInval    // changed blocks of head files
+	invalAll   []*bigFile      // epoch or gone: drop all the file's cache
+	invalAttr  []*bigFile      // size changed
+	invalGrown []grownRange    // files that grew: their region past the old EOF
 }
 
 // grownRange is the region [from, to) a file grew by. The kernel may cache
@@ -145,37 +132,49 @@ type blockInval struct {
 //
 //  1. switch (viewMu write-held: no head read, lookup or getattr runs):
 //     the history says which tracked blocks of which head files changed;
-//     the old data of each changed block is taken from the load table or
-//     retrieved from the kernel page cache (NOTIFY_RETRIEVE does not wait
-//     for page locks); changed blocks leave the load tables; the head
-//     connection moves to δZ.Tid; sizes and blksizes of changed files are
-//     recomputed; a new upload generation starts.
+//     changed blocks leave the load tables (the old data of a block loaded
+//     and not uploaded yet is taken from there); the head connection moves
+//     to δZ.Tid; sizes and blksizes of changed files are recomputed; the
+//     old data to keep in @<rev>/ is planned (preservePlan, published for
+//     the loads of phase 2); a new upload generation starts. Nothing here
+//     waits for the kernel.
 //  2. page cache (viewMu released: reads run again, at the new revision):
 //     wait for the uploads of the old view (they may wait for page locks of
-//     reads in flight, which can now complete); store the old data into the
-//     @<rev>/ files; invalidate the changed blocks of head files
-//     (NOTIFY_INVAL_INODE waits for page locks of reads in flight, so it must
-//     not run with viewMu held), and of files that grew the region past
-//     their old EOF (see grownRange); invalidate attributes of resized
+//     reads in flight, which can now complete); retrieve the old data of
+//     changed blocks from the page cache and store it into the @<rev>/
+//     files (a block that a load of the new data reached first is not
+//     kept); invalidate the changed blocks of head files
+//     (NOTIFY_INVAL_INODE waits for page locks of reads in flight, so it
+//     must not run with viewMu held), and of files that grew the region
+//     past their old EOF (see grownRange); invalidate attributes of resized
 //     files; then advance head/at and tell .wcfs/debug/zhead readers.
+//
+// The kernel work of phase 2 is done by at most commitWorkers goroutines,
+// with memory and descriptors bounded whatever the number of changed
+// blocks (preserve.go).
 //
 // Data returned by reads during phase 2 is of the new revision, so whether
 // it lands in the page cache before or after the invalidation, the cache
 // never holds stale data once head/at shows δZ.Tid.
-func (h *headView) commit(ctx context.Context, δZ *zodb.EventCommit) error {
+//
+// It returns the number of changed blocks of head files and how many of
+// them had their old data kept in @<rev>/.
+func (h *headView) commit(ctx context.Context, δZ *zodb.EventCommit) (nchanged, kept int, err error) {
 	h.commitMu.Lock()
 	defer h.commitMu.Unlock()
 
 	if err := h.viewMu.Lock(ctx); err != nil {
-		return err
+		return 0, 0, err
 	}
 	sw, err := h.switchView(ctx, δZ)
 	h.viewMu.Unlock()
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 
 	sw.oldUploads.Wait()
+	kept = sw.preserve.run(h.srv)
+	h.preserving.Store(nil)
 	h.srv.applyToKernel(sw)
 
 	h.advance(δZ.Tid)
@@ -183,7 +182,7 @@ func (h *headView) commit(ctx context.Context, δZ *zodb.EventCommit) error {
 		h.srv.zhead.publish(δZ.Tid)
 	}
 	h.hist.ForgetPast(h.forgetCut())
-	return nil
+	return sw.nchanged, kept, nil
 }
 
 // forgetCut returns the revision up to which history may be forgotten.
@@ -208,16 +207,13 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 	sw := &viewSwitch{tid: δZ.Tid}
 
 	// collect old data of changed blocks and drop them from the load tables
-	type candidate struct {
-		f   *bigFile
-		blk int64
-		buf *blockBuf // from the load table (its reference), else retrieved
-	}
-	var cands []candidate
+	nblk := 0
 	foids := make([]zodb.Oid, 0, len(δF.Files))
-	for foid := range δF.Files {
+	for foid, fd := range δF.Files {
 		foids = append(foids, foid)
+		nblk += len(fd.Blocks)
 	}
+	cands := make([]oldCand, 0, nblk)
 	sort.Slice(foids, func(i, j int) bool { return foids[i] < foids[j] })
 	changed := make([]*bigFile, 0, len(foids))
 	for _, foid := range foids {
@@ -245,7 +241,7 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 					buf = nil
 				}
 			}
-			cands = append(cands, candidate{f, blk, buf})
+			cands = append(cands, oldCand{f: f, blk: blk, buf: buf})
 		}
 		f.loadMu.Unlock()
 		if len(fd.Blocks) > 0 {
@@ -256,49 +252,18 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 		}
 	}
 
-	// old data: retrieve from the kernel what the load tables did not
-	// have; keep only full blocks, under a memory budget
-	budget := int64(preserveBudget)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, c := range cands {
-		rev, err := h.hist.BlkRevAt(c.f.oid, c.blk, oldAt)
-		if err == nil && budget < c.f.blksize {
-			err = fmt.Errorf("over %d bytes of old data this commit", preserveBudget)
-		}
-		if err != nil {
-			log.Warningf("%s: blk %d: old data not kept in @<rev>/: %s", c.f.path(), c.blk, err)
+	fail := func(err error) (*viewSwitch, error) {
+		for _, c := range cands {
 			if c.buf != nil {
 				c.buf.unref()
 			}
-			continue
 		}
-		budget -= c.f.blksize
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := c.buf
-			if buf == nil {
-				buf = newMemBuf(c.f.blksize)
-				n, st := c.f.ReadCache(c.blk*c.f.blksize, buf.data)
-				if st != 0 && st != syscall.ENOENT {
-					log.Warningf("%s: blk %d: retrieve from page cache: %s (reading @%s/ will be slower)", c.f.path(), c.blk, st, rev)
-				}
-				if int64(n) != c.f.blksize {
-					buf.unref()
-					return // not (fully) cached: nothing to keep
-				}
-			}
-			mu.Lock()
-			sw.preserve = append(sw.preserve, oldBlock{c.f.oid, c.blk, rev, buf})
-			mu.Unlock()
-		}()
+		return nil, err
 	}
-	wg.Wait()
 
 	// move the connection and recompute what depends on it
 	if err := h.zconn.Resync(ctx, δZ.Tid); err != nil {
-		return nil, err
+		return fail(err)
 	}
 	for _, f := range changed {
 		fd := δF.Files[f.oid]
@@ -325,11 +290,17 @@ func (h *headView) switchView(ctx context.Context, δZ *zodb.EventCommit) (*view
 				// see refollowFiles: its reads fail until its records can be read
 				log.Errorf("%s: @%s: %s (reading it fails until a commit makes it readable)", f.path(), δZ.Tid, err)
 			default:
-				return nil, err
+				return fail(err)
 			}
 		}
 		f.revApprox = δZ.Tid
 	}
+
+	// old data: from the load tables, else retrieved from the kernel
+	// (full blocks only) in phase 2, into the page cache of @<rev>/ files
+	sw.nchanged = len(cands)
+	sw.preserve = h.planPreserve(δZ.Tid, oldAt, cands)
+	h.preserving.Store(sw.preserve)
 
 	sw.oldUploads = h.uploadGen
 	h.uploadGen = new(sync.WaitGroup)
@@ -424,89 +395,48 @@ func (h *headView) refollowFiles(ctx context.Context, δF *history.Delta) (unsur
 	return unsure
 }
 
-// applyToKernel is phase 2 of commit (no view lock held).
+// applyToKernel is phase 2 of commit (no view lock held): invalidations of
+// head files, one per run of consecutive changed blocks, at most
+// commitWorkers at once (preserve.go).
 func (s *Server) applyToKernel(sw *viewSwitch) {
-	var wg sync.WaitGroup
-	for _, ob := range sw.preserve {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer ob.buf.unref()
-			s.storeOld(ob)
-		}()
+	type inval struct {
+		f      *bigFile
+		off, n int64 // n = 0: all data and attributes
+		what   string
 	}
+	var v []inval
 	for _, inv := range sw.inval {
-		for _, blk := range inv.blocks {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				st := inv.f.NotifyContent(blk*inv.blksize, inv.blksize)
-				if st != 0 && st != syscall.ENOENT {
-					log.Errorf("%s: blk %d: invalidate page cache: %s", inv.f.path(), blk, st)
-				}
-			}()
+		b := inv.blocks
+		for i := 0; i < len(b); {
+			j := i + 1
+			for j < len(b) && b[j] == b[j-1]+1 {
+				j++
+			}
+			v = append(v, inval{inv.f, b[i] * inv.blksize, (b[j-1] - b[i] + 1) * inv.blksize, "changed blocks"})
+			i = j
 		}
 	}
 	for _, g := range sw.invalGrown {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st := g.f.NotifyContent(g.from, g.to-g.from)
-			if st != 0 && st != syscall.ENOENT {
-				log.Errorf("%s: invalidate page cache past the old EOF: %s", g.f.path(), st)
-			}
-		}()
+		v = append(v, inval{g.f, g.from, g.to - g.from, "past the old EOF"})
 	}
 	for _, f := range sw.invalAll {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st := f.NotifyContent(0, 0) // all data and attributes
-			if st != 0 && st != syscall.ENOENT {
-				log.Errorf("%s: invalidate page cache: %s", f.path(), st)
-			}
-		}()
+		v = append(v, inval{f, 0, 0, "all"})
 	}
-	wg.Wait()
+	var failed tally
+	parallel(len(v), func(_, i int) {
+		inv := v[i]
+		st := inv.f.NotifyContent(inv.off, inv.n)
+		if st != 0 && st != syscall.ENOENT {
+			failed.add(inv.what, 1, fmt.Errorf("%s [%d, +%d): %w", inv.f.path(), inv.off, inv.n, st))
+		}
+	})
+	if !failed.empty() {
+		log.Errorf("@%s: invalidate page cache: %s", sw.tid, &failed)
+	}
 	for _, f := range sw.invalAttr {
 		st := f.NotifyContent(-1, 0) // attributes only
 		if st != 0 && st != syscall.ENOENT {
 			log.Errorf("%s: invalidate attributes: %s", f.path(), st)
 		}
-	}
-}
-
-// storeOld puts old head data of a block into the page cache of
-// @<rev>/bigfile/<oid>. The kernel must know that inode for NOTIFY_STORE,
-// so the file is first resolved through the mount (O_PATH: lookups only).
-// This must not wait for anything head reads hold: @<rev>/ lookups never
-// take head locks.
-func (s *Server) storeOld(ob oldBlock) {
-	path := filepath.Join(s.opt.Mountpoint, "@"+ob.rev.String(), "bigfile", ob.foid.String())
-	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTCONN) {
-			log.Warningf("preserve old data: %s: %s", path, err)
-		}
-		return
-	}
-	defer unix.Close(fd)
-
-	v := s.revs.get(ob.rev)
-	if v == nil {
-		return
-	}
-	f := v.file(ob.foid)
-	if f == nil {
-		return
-	}
-	data := ob.buf.data
-	bs := int64(len(data))
-	if f.blksize != bs || (ob.blk+1)*bs > f.size {
-		return // not a block of that revision's file (e.g. a hole beyond its EOF)
-	}
-	st := f.storeCache(ob.blk*bs, ob.buf, 0, bs)
-	if st != 0 && st != syscall.ENOENT {
-		log.Warningf("%s: blk %d: store old data: %s (reading it will be slower)", f.path(), ob.blk, st)
 	}
 }

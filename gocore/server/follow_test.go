@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,6 +27,8 @@ import (
 // zheadStream follows .wcfs/debug/zhead.
 type zheadStream struct {
 	tids chan zheadEvent
+	fd   int
+	once sync.Once
 }
 
 // zheadEvent is one line of the stream and when it was read.
@@ -50,7 +53,7 @@ func openZhead(t testing.TB, srv *wcfstest.Server) *zheadStream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	z := &zheadStream{tids: make(chan zheadEvent, 1000)}
+	z := &zheadStream{tids: make(chan zheadEvent, 1000), fd: fd}
 	go func() {
 		defer close(z.tids)
 		sc := bufio.NewScanner(fdReader(fd))
@@ -63,9 +66,12 @@ func openZhead(t testing.TB, srv *wcfstest.Server) *zheadStream {
 			z.tids <- zheadEvent{tid, mono}
 		}
 	}()
-	t.Cleanup(func() { unix.Close(fd) })
+	t.Cleanup(z.close)
 	return z
 }
+
+// close closes the stream's descriptor (the server can then unmount).
+func (z *zheadStream) close() { z.once.Do(func() { unix.Close(z.fd) }) }
 
 // fdReader reads a raw file descriptor.
 type fdReader int

@@ -63,6 +63,11 @@ type headView struct {
 	// commitMu; see refollowFiles in follow.go)
 	refollow map[zodb.Oid]struct{}
 
+	// preserving is the old data of changed blocks a commit is keeping in
+	// @<rev>/ (set in its phase 1, cleared in phase 2): loads of those
+	// blocks mark them (preserve.go).
+	preserving atomic.Pointer[preservePlan]
+
 	// OnBlockLoad, if set, is called after a block of a head file was
 	// loaded from the database and before its data is returned to the
 	// kernel, with viewMu read-held. An error fails the read. It is the
@@ -150,10 +155,12 @@ func (h *headView) lookupFile(ctx context.Context, oid zodb.Oid, attr *fuse.Attr
 }
 
 // blockLoaded is called by head file reads after loading a block, with
-// viewMu read-held, before the data reaches the kernel: the history tracks
-// the block (a block that may be in the page cache is always tracked, so
-// that a commit changing it is seen), then the isolation hook runs.
+// viewMu read-held, before the data reaches the kernel: a commit keeping
+// the block's old data is told (loadingNew), the history tracks the block
+// (a block that may be in the page cache is always tracked, so that a
+// commit changing it is seen), then the isolation hook runs.
 func (h *headView) blockLoaded(ctx context.Context, f *bigFile, blk int64, info zdata.BlkInfo) error {
+	h.loadingNew(f, blk)
 	if err := h.hist.Track(f.oid, blk, info.ZBlk, h.zconn.At()); err != nil {
 		return err
 	}
