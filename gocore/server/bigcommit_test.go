@@ -390,6 +390,38 @@ func TestCommitManyBlocks(t *testing.T) {
 	checkStamps(t, bt.srv.Path("@"+bt.at1.String(), "bigfile", bt.foid.String()), bigBlksize, nblk, func(int64) int { return 1 })
 }
 
+// A watch set up behind a commit that changed 10,000 tracked blocks: the
+// setup pins every one of them to the revision before the commit, with
+// bounded resources. Before pins were bounded (pinFanout), the server sent
+// them all at once, a goroutine each.
+func TestWatchManyPins(t *testing.T) {
+	t.Parallel()
+	const nblk = 10000
+	bt := newBigFileTest(t, nblk, nblk)
+	at2, _ := bt.zc.commit(t, 0, nblk, 2)
+	bt.zh.waitTid(t, at2)
+
+	tl := openLink(t, bt.srv)
+	bt.bounded(t, fmt.Sprintf("a watch setup pinning %d blocks", nblk), 16<<20, func() {
+		if err := tl.watch(bt.foid, bt.at1); err != nil {
+			t.Fatalf("watch @%s: %v", bt.at1, err)
+		}
+	})
+	tl.mu.Lock()
+	pinned := tl.pinned[bt.foid]
+	wrong := 0
+	for _, rev := range pinned {
+		if rev != bt.at1 {
+			wrong++
+		}
+	}
+	npinned := len(pinned)
+	tl.mu.Unlock()
+	if npinned != nblk || wrong != 0 {
+		t.Errorf("watch @%s: %d blocks pinned, %d not to @%[1]s; want %d, 0", bt.at1, npinned, wrong, nblk)
+	}
+}
+
 // A block evicted from the page cache and read again while a commit that
 // changed it keeps old data in @<rev>/: what the commit retrieves from the
 // page cache after the read is new data, and must not be kept as the old.

@@ -7,10 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	log "github.com/golang/glog"
+	"golang.org/x/sync/errgroup"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/history"
@@ -28,8 +28,9 @@ import (
 // bound RevMax (max serial of the blktab path and the ZBlk, and of the
 // ZBigFile object: an epoch) settles every watch whose at is not older; the
 // exact revision (history.BlkRevAt) is computed once if some watch is older.
-// Pins to several watches run in parallel. Pin failures do not fail the
-// read: the faulty client is dealt with (pinFailed).
+// Pins to several watches run in parallel, at most pinFanout at once. Pin
+// failures do not fail the read: the faulty client is dealt with
+// (pinFailed).
 func (iso *isolation) onBlockLoad(ctx context.Context, f *bigFile, blk int64, info zdata.BlkInfo) error {
 	if iso.nwatch.Load() == 0 {
 		return nil
@@ -67,17 +68,27 @@ func (iso *isolation) onBlockLoad(ctx context.Context, f *bigFile, blk int64, in
 		pin1(behind[0])
 		return nil
 	}
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(pinFanout)
 	for _, w := range behind {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			pin1(w)
-		}()
+			return nil
+		})
 	}
-	wg.Wait()
+	g.Wait()
 	return nil
 }
+
+// pinFanout bounds the pins sent at once by one load (one per watch of the
+// file behind the block's revision) or one watch setup (one per block that
+// changed since the watch's at: a setup behind a big commit pins all the
+// blocks of it that the server tracked, 100,000 and more). A pin in flight
+// waits for the client's ack (not in a syscall: no OS thread), but it is a
+// goroutine with its stack; the rest wait for a slot. The cost: more than
+// pinFanout clients failing at once to answer pins of one load are dealt
+// with pinFanout at a time (a pin timeout for each round).
+const pinFanout = 128
 
 // pinRev is the revision to pin block blk of file foid to for a watch at
 // at: the block's last change as of at, so that watches at different at

@@ -583,6 +583,7 @@ func (wl *watchLink) setupWatch(ctx context.Context, req wproto.Watch) (err erro
 	}
 
 	var g errgroup.Group
+	g.SetLimit(pinFanout)
 	for blk, rev := range toPin {
 		g.Go(func() error { return w.pin(blk, rev) })
 	}
