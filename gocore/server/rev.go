@@ -4,7 +4,9 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,12 +28,27 @@ import (
 // kernel to drop its directory entry (NOTIFY_INVAL_ENTRY); once nothing in
 // the kernel references its nodes any more the kernel forgets them (with
 // their page cache), and the view closes its connection (spec gap 2).
+//
+// Views are bounded (revViewsMax): past the bound, views without open
+// files are released least recently used first, without waiting for
+// Options.RevIdle.
 type revViews struct {
 	srv *Server
 
 	mu   sync.Mutex
 	byAt map[zodb.Tid]*revView
+
+	trim chan struct{} // wakes gcLoop: over revViewsMax views (capacity 1)
 }
+
+// revViewsMax bounds the @<rev>/ views kept without need. Each costs the
+// server some KB (a ZODB connection, nodes) and the kernel inodes (and
+// page cache) until it is released; a client may look up any number of
+// revisions, and a commit that keeps old data makes a view per revision of
+// its changed blocks (at most preserveMaxRevs). Past the bound, gc releases
+// the views without open files, least recently used first, down to 3/4 of
+// it. Views with open files (pinned clients map their blocks) stay.
+const revViewsMax = 1024
 
 func (rv *revViews) len() int {
 	rv.mu.Lock()
@@ -59,6 +76,12 @@ func (rv *revViews) lookup(ctx context.Context, rev zodb.Tid) (*revView, error) 
 		v = &revView{srv: rv.srv, rev: rev, files: make(map[zodb.Oid]*bigFile)}
 		v.dir = &revDir{v: v}
 		rv.byAt[rev] = v
+		if len(rv.byAt) > revViewsMax {
+			select {
+			case rv.trim <- struct{}{}:
+			default: // woken already
+			}
+		}
 	}
 	rv.mu.Unlock()
 	v.touch()
@@ -99,17 +122,31 @@ func (rv *revViews) forget(v *revView) {
 	v.release()
 }
 
-// gc asks the kernel to forget views idle for longer than idle.
+// gc asks the kernel to forget views idle for longer than idle, and more
+// views without open files, least recently used first, while there are
+// more than revViewsMax.
 func (rv *revViews) gc(idle time.Duration) {
 	now := time.Now().UnixNano()
-	var expired []*revView
+	var expired, spare []*revView
 	rv.mu.Lock()
+	n := len(rv.byAt)
 	for _, v := range rv.byAt {
-		if v.handles.Load() == 0 && now-v.lastUse.Load() > int64(idle) {
+		if v.handles.Load() != 0 {
+			continue
+		}
+		if now-v.lastUse.Load() > int64(idle) {
 			expired = append(expired, v)
+		} else {
+			spare = append(spare, v)
 		}
 	}
 	rv.mu.Unlock()
+	if excess := n - len(expired) - revViewsMax*3/4; n > revViewsMax && excess > 0 {
+		slices.SortFunc(spare, func(a, b *revView) int { return cmp.Compare(a.lastUse.Load(), b.lastUse.Load()) })
+		spare = spare[:min(excess, len(spare))]
+		log.Infof("%d @<rev>/ views (more than %d): releasing %d more, least recently used first", n, revViewsMax, len(spare))
+		expired = append(expired, spare...)
+	}
 
 	root := rv.srv.root
 	for _, v := range expired {

@@ -103,7 +103,7 @@ func Open(ctx context.Context, opt Options) (_ *Server, err error) {
 		return nil, fmt.Errorf("open %s: %w", opt.ZURL, err)
 	}
 	s.head = newHeadView(s, zhead, history.New(s.stor, at0))
-	s.revs = &revViews{srv: s, byAt: make(map[zodb.Tid]*revView)}
+	s.revs = &revViews{srv: s, byAt: make(map[zodb.Tid]*revView), trim: make(chan struct{}, 1)}
 	s.root = &rootNode{srv: s}
 	if opt.Debug {
 		s.zhead = &zheadFile{srv: s}
@@ -301,9 +301,10 @@ func (s *Server) close() {
 	}
 }
 
-// gcLoop releases idle @<rev>/ views.
+// gcLoop releases idle @<rev>/ views, and spare ones when there are too
+// many (revViews.trim).
 func (s *Server) gcLoop(ctx context.Context) {
-	every(ctx, max(s.opt.RevIdle/4, 100*time.Millisecond), func() bool {
+	everyOr(ctx, max(s.opt.RevIdle/4, 100*time.Millisecond), s.revs.trim, func() bool {
 		s.revs.gc(s.opt.RevIdle)
 		return true
 	})
@@ -311,6 +312,11 @@ func (s *Server) gcLoop(ctx context.Context) {
 
 // every calls f every period until ctx is done or f returns false.
 func every(ctx context.Context, period time.Duration, f func() bool) {
+	everyOr(ctx, period, nil, f)
+}
+
+// everyOr is every, also calling f whenever wake receives.
+func everyOr(ctx context.Context, period time.Duration, wake <-chan struct{}, f func() bool) {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
@@ -318,9 +324,10 @@ func every(ctx context.Context, period time.Duration, f func() bool) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-			if !f() {
-				return
-			}
+		case <-wake:
+		}
+		if !f() {
+			return
 		}
 	}
 }
