@@ -524,13 +524,13 @@ func TestCommitMixedBlksize(t *testing.T) {
 }
 
 // waitVisible waits until srv says it processed tid (the zhead stream);
-// false if the server died first (a crashed server may leave its mount
-// hung: Kill it).
-func waitVisible(tb testing.TB, zh *zheadStream, srv *wcfstest.Server, tid zodb.Tid) (zheadEvent, bool) {
+// false if the server died first or did not get there within timeout (a
+// crashed or hung server may leave its mount hung: Kill it).
+func waitVisible(tb testing.TB, zh *zheadStream, srv *wcfstest.Server, tid zodb.Tid, timeout time.Duration) (zheadEvent, bool) {
 	tb.Helper()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	timeout := time.After(10 * time.Minute)
+	deadline := time.After(timeout)
 	for {
 		select {
 		case ev, ok := <-zh.tids:
@@ -547,17 +547,19 @@ func waitVisible(tb testing.TB, zh *zheadStream, srv *wcfstest.Server, tid zodb.
 			if !wcfstest.ProcessAlive(srv.PID) {
 				return zheadEvent{}, false
 			}
-		case <-timeout:
-			tb.Fatalf("zhead: @%s not processed within 10 minutes", tid)
+		case <-deadline:
+			return zheadEvent{}, false
 		}
 	}
 }
 
-// bigCommitBench is one server serving the commits of BenchmarkCommitBig.
+// bigCommitBench is one kind of server serving the commits of
+// BenchmarkCommitBig: ours, or the reference (other: no sd_notify, no
+// signal handlers, may crash or hang on big commits).
 type bigCommitBench struct {
-	start   func() *wcfstest.Server
-	unmount bool // stop the server by unmounting (the reference)
-	foid    zodb.Oid
+	zurl  string
+	foid  zodb.Oid
+	other string // the reference's binary, "" for ours
 
 	srv *wcfstest.Server
 	zh  *zheadStream
@@ -566,7 +568,7 @@ type bigCommitBench struct {
 	lat     []time.Duration // commit -> visible
 	threads int             // max during commits
 	anon    uint64          // max RssAnon during commits
-	crashes int
+	crashes int             // commits the server did not survive (crashed or hung)
 }
 
 // commit makes the whole head file cached and mapped, commits a change of
@@ -574,7 +576,15 @@ type bigCommitBench struct {
 func (s *bigCommitBench) commit(b *testing.B, zc *committer, k int64, ver int) {
 	b.StopTimer()
 	if s.srv == nil {
-		s.srv = s.start()
+		if s.other == "" {
+			s.srv = wcfstest.Start(b, s.zurl, benchArgs("-debug")...)
+		} else {
+			srv, err := wcfstest.StartOther(b, s.other, s.zurl, "-debug")
+			if err != nil {
+				b.Fatal(err)
+			}
+			s.srv = srv
+		}
 		s.zh = openZhead(b, s.srv)
 		b.Cleanup(func() { s.stop(b) }) // before the server's own cleanup
 	}
@@ -612,81 +622,106 @@ func (s *bigCommitBench) commit(b *testing.B, zc *committer, k int64, ver int) {
 		}
 	}
 
+	timeout := 10 * time.Minute
+	if s.other != "" {
+		timeout = 3 * time.Minute // it hangs (threads in D state on its own mount)
+	}
 	ps := sampleProc(b, s.srv.PID)
 	b.StartTimer()
 	tid, end := zc.commit(b, 0, k, ver)
-	ev, ok := waitVisible(b, s.zh, s.srv, tid)
+	ev, ok := waitVisible(b, s.zh, s.srv, tid, timeout)
 	b.StopTimer()
 	threads, anon, _ := ps.end()
 	s.threads, s.anon = max(s.threads, threads), max(s.anon, anon)
-	if !ok {
-		s.crashes++
-		b.Logf("server (pid %d) died at @%s (%d blocks changed):\n%s", s.srv.PID, tid, k, logTail(s.srv.Log(), 5))
-		s.srv.Kill(b)
-		s.stop(b)
-	} else {
+	switch {
+	case ok:
 		s.lat = append(s.lat, ev.mono-end)
+	case s.other == "":
+		b.Fatalf("server (pid %d) did not process @%s (%d blocks changed)", s.srv.PID, tid, k)
+	default:
+		s.crashes++
+		s.srv.Kill(b) // aborts the connection
+		b.Logf("reference (pid %d) did not process @%s (%d blocks changed): %s", s.srv.PID, tid, k, crashReason(s.srv.Log()))
+		s.stop(b)
 	}
 	b.StartTimer()
 }
 
-// stop releases the mount and stops the server (after a crash: what the
-// Kill left).
+// crashReason returns the lines of a Go program's log that say why it died
+// (a crashed server's log is mostly its goroutines), or "hung".
+func crashReason(log string) string {
+	var why []string
+	for _, line := range strings.Split(log, "\n") {
+		line = strings.TrimSpace(line)
+		if strings.HasPrefix(line, "fatal error:") || strings.HasPrefix(line, "runtime: program exceeds") ||
+			strings.HasPrefix(line, "panic:") || strings.Contains(line, "too many open files") {
+			if !slices.Contains(why, line) && len(why) < 3 {
+				why = append(why, line)
+			}
+		}
+	}
+	if len(why) == 0 {
+		return "hung, killed"
+	}
+	return strings.Join(why, "; ")
+}
+
+// stop releases the mount and stops the server.
 func (s *bigCommitBench) stop(b *testing.B) {
 	if s.srv == nil {
 		return
+	}
+	var err error
+	if s.other != "" {
+		// The reference has no signal handlers: SIGTERM would leave the
+		// mount behind. The zhead stream's read keeps the mount busy until
+		// a commit comes (and a close waits for a hung server's FLUSH):
+		// abort the connection first, unmount, then terminate it (it does
+		// not exit when its mount goes away).
+		err = s.srv.Abort()
 	}
 	if s.mem != nil {
 		unix.Munmap(s.mem)
 	}
 	s.zh.close()
-	var err error
-	if s.unmount {
-		// the reference has no signal handlers: SIGTERM would leave the
-		// mount behind. The zhead stream's read keeps the mount busy until
-		// a commit comes: abort the connection, unmount, then terminate
-		// it (it does not exit when its mount goes away)
-		err = s.srv.Abort()
-		for try := 0; err == nil; try++ {
-			// EBUSY until the stream's read has returned
-			if err = unix.Unmount(s.srv.Mnt, 0); err != unix.EBUSY || try == 500 {
-				break
-			}
-			err = nil
-			time.Sleep(10 * time.Millisecond)
-		}
-		if err == nil {
-			s.srv.Signal(syscall.SIGTERM)
-			_, err = s.srv.WaitExit(wcfstest.StopTimeout)
-		}
-	} else {
+	if s.other == "" {
 		err = s.srv.Stop()
 	}
-	if err != nil && s.crashes == 0 {
+	for try := 0; s.other != "" && err == nil; try++ {
+		// EBUSY until the stream's read has returned
+		if err = unix.Unmount(s.srv.Mnt, 0); err != unix.EBUSY || try == 500 {
+			if err == unix.EINVAL { // not mounted (any more)
+				err = nil
+			}
+			if err == nil {
+				s.srv.Signal(syscall.SIGTERM)
+				_, err = s.srv.WaitExit(wcfstest.StopTimeout)
+			}
+			break
+		}
+		err = nil
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
 		b.Error(err)
 	}
 	s.srv, s.zh, s.mem = nil, nil, nil
 }
 
-// report adds s's figures to b's metrics, names prefixed with prefix.
-func (s *bigCommitBench) report(b *testing.B, prefix string, k int64) {
+// report adds s's figures to b's metrics.
+func (s *bigCommitBench) report(b *testing.B, k int64) {
+	b.ReportMetric(0, "ns/op")
 	if len(s.lat) > 0 {
 		d := slices.Clone(s.lat)
 		slices.Sort(d)
 		p50 := d[len(d)/2]
-		b.ReportMetric(float64(p50.Microseconds())/1e3, prefix+"p50-ms")
-		b.ReportMetric(float64(d[len(d)-1].Microseconds())/1e3, prefix+"max-ms")
-		b.ReportMetric(float64(p50.Nanoseconds())/1e3/float64(k), prefix+"µs/blk")
+		b.ReportMetric(float64(p50.Microseconds())/1e3, "p50-ms")
+		b.ReportMetric(float64(d[len(d)-1].Microseconds())/1e3, "max-ms")
+		b.ReportMetric(float64(p50.Nanoseconds())/1e3/float64(k), "µs/blk")
 	}
-	b.ReportMetric(float64(s.threads), prefix+"threads")
-	b.ReportMetric(float64(s.anon>>20), prefix+"anon-MiB")
-	b.ReportMetric(float64(s.crashes), prefix+"crashes")
-}
-
-// logTail returns the last n lines of a log.
-func logTail(log string, n int) string {
-	lines := strings.Split(strings.TrimRight(log, "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+	b.ReportMetric(float64(s.threads), "threads")
+	b.ReportMetric(float64(s.anon>>20), "anon-MiB")
+	b.ReportMetric(float64(s.crashes), "crashes")
 }
 
 // BenchmarkCommitBig: a genuine ZODB commit changing K cached blocks (of a
@@ -694,11 +729,11 @@ func logTail(log string, n int) string {
 // until head/at shows it (the .wcfs/debug/zhead stream, as in
 // CommitVisible), for K = 1, 100, 10,000, 100,000, with the server's
 // threads and private memory (RssAnon) sampled from /proc during each
-// commit (maxima over the commits). With $WCFS_BENCH_REF set to a
-// reference server binary (wcfs.orig), the reference then serves as many
-// commits of the same size, in the same run: "ref-" figures; a reference
-// that dies (thread exhaustion) is counted in ref-crashes, its hung mount
-// aborted, and a new one serves the next commit.
+// commit (maxima over the commits). With $WCFS_BENCH_REF set to the
+// reference server's binary (wcfs.orig), "ref" runs the same commits
+// through it after ours ("wcfs"), in the same run: a reference that dies or
+// hangs (3 minutes) is counted in crashes, its mount aborted, and a new one
+// serves the next commit.
 //
 //	WCFS_BENCH_REF=/path/to/wcfs.orig go test -run=NONE -bench=CommitBig -benchtime=20x ./gocore/server
 func BenchmarkCommitBig(b *testing.B) {
@@ -710,38 +745,23 @@ func BenchmarkCommitBig(b *testing.B) {
 	zc := startCommitter(b, db.Path())
 	zc.commit(b, 0, nblk, 0)
 	ver := 0
-	ref := os.Getenv("WCFS_BENCH_REF")
-
+	kinds := []struct{ name, other string }{{"wcfs", ""}}
+	if ref := os.Getenv("WCFS_BENCH_REF"); ref != "" {
+		kinds = append(kinds, struct{ name, other string }{"ref", ref})
+	}
 	for _, k := range []int64{1, 100, 10000, 100000} {
 		b.Run(fmt.Sprintf("K=%d", k), func(b *testing.B) {
-			ours := &bigCommitBench{foid: foid, start: func() *wcfstest.Server {
-				return wcfstest.Start(b, db.ZURL(), benchArgs("-debug")...)
-			}}
-			n := 0
-			for b.Loop() {
-				ver++
-				ours.commit(b, zc, k, ver)
-				n++
+			for _, kind := range kinds {
+				b.Run(kind.name, func(b *testing.B) {
+					s := &bigCommitBench{zurl: db.ZURL(), foid: foid, other: kind.other}
+					for b.Loop() {
+						ver++
+						s.commit(b, zc, k, ver)
+					}
+					s.stop(b) // it would follow the next server's commits
+					s.report(b, k)
+				})
 			}
-			ours.stop(b) // it would follow the reference's commits
-			b.ReportMetric(0, "ns/op")
-			ours.report(b, "", k)
-			if ref == "" {
-				return
-			}
-			theirs := &bigCommitBench{foid: foid, unmount: true, start: func() *wcfstest.Server {
-				srv, err := wcfstest.StartOther(b, ref, db.ZURL(), "-debug")
-				if err != nil {
-					b.Fatal(err)
-				}
-				return srv
-			}}
-			for range n {
-				ver++
-				theirs.commit(b, zc, k, ver)
-			}
-			theirs.stop(b)
-			theirs.report(b, "ref-", k)
 		})
 	}
 }
