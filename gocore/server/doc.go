@@ -46,23 +46,39 @@
 //
 //  1. Switch, with headView.viewMu write-held (no head read, lookup or
 //     getattr runs meanwhile): the block history tells which tracked blocks
-//     of served head files changed, the size flag, and epochs; the old data
-//     of each changed block is taken from the load table or retrieved from
-//     the page cache (NOTIFY_RETRIEVE returns only uptodate pages and does
-//     not wait for page locks); changed blocks leave the load tables; the
-//     connection resyncs; sizes/blksizes of affected files are recomputed;
-//     a new upload generation starts.
+//     of served head files changed, the size flag, and epochs; changed
+//     blocks leave the load tables (the old data of a block loaded and not
+//     uploaded yet is taken from there); the connection resyncs;
+//     sizes/blksizes of affected files are recomputed; the old data to keep
+//     is planned (preserve.go); a new upload generation starts. Nothing
+//     here waits for the kernel.
 //  2. Page cache, with viewMu released (reads run, at the new revision):
-//     wait for the uploads of the old generation; store the old data of each
-//     changed block into @<rev>/bigfile/<oid>, rev = the block's revision
-//     before the commit (resolved through the mount, O_PATH, so that the
-//     kernel knows the inode); invalidate exactly the changed blocks of head
-//     files (NOTIFY_INVAL_INODE waits for the page locks of reads in flight,
+//     wait for the uploads of the old generation; retrieve the old data of
+//     each changed block from the page cache (NOTIFY_RETRIEVE returns only
+//     uptodate pages and does not wait for page locks) and store it into
+//     @<rev>/bigfile/<oid>, rev = the block's revision before the commit
+//     (resolved through the mount, O_PATH, so that the kernel knows the
+//     inode), unless a load of the block's new data came first (the plan
+//     is published in phase 1 and loads mark it: the pages retrieved could
+//     be new); invalidate exactly the changed blocks of head files
+//     (NOTIFY_INVAL_INODE waits for the page locks of reads in flight,
 //     which is why it must not run with viewMu held: those reads need
 //     viewMu), and the region past the old EOF of files that grew (a read
 //     past EOF leaves zero-filled pages there that no history knows);
 //     invalidate attributes of resized files; advance head/at last; tell
 //     .wcfs/debug/zhead readers.
+//
+// Stores into @<rev>/ files wait for their page locks, which a read of
+// them may hold while it is queued in the kernel behind head reads waiting
+// for viewMu: that is why old data is not stored in phase 1. The kernel
+// work of phase 2 scales with the number of changed blocks, its resources
+// do not (preserve.go): at most commitWorkers goroutines (each may block in
+// a syscall, which holds an OS thread), consecutive blocks retrieved,
+// stored and invalidated together, old data released as soon as it is
+// stored (memory: a chunk per worker), each @<rev> file resolved once per
+// commit; what a commit too big to keep in full leaves out is loaded from
+// the storage by @<rev>/ readers. Pins are bounded likewise (pinFanout), and
+// so are idle @<rev>/ views (revViewsMax).
 //
 // A read served during phase 2 returns new data, so it never leaves stale
 // data in the cache whether it lands before or after the invalidation.
@@ -90,11 +106,10 @@
 // # Locks
 //
 // Order: headView.commitMu > headView.viewMu > bigFile.loadMu, revViews.mu,
-// revView.mu, headView.filesMu. viewMu (viewLock) is a writer-preferring
-// RW lock whose waits can be canceled by FUSE INTERRUPT; readers must not
-// take it recursively. Nothing calls into the kernel (FUSE notifications,
-// opening through the mount) while holding a lock a FUSE handler may need,
-// except NOTIFY_RETRIEVE in phase 1, which never blocks on handlers.
+// revView.mu, headView.filesMu, oldRun.mu. viewMu (viewLock) is a
+// writer-preferring RW lock whose waits can be canceled by FUSE INTERRUPT;
+// readers must not take it recursively. Nothing calls into the kernel (FUSE notifications,
+// opening through the mount) while holding a lock a FUSE handler may need.
 //
 // # @<rev>/ views (rev.go)
 //
@@ -104,7 +119,9 @@
 // for -revgc.idle, the server asks the kernel to drop its directory entry
 // (NOTIFY_INVAL_ENTRY); when the kernel forgets the nodes (with their page
 // cache), the view closes its connection and is removed (spec gap 2). A view
-// the kernel still uses reopens its connection if needed.
+// the kernel still uses reopens its connection if needed. Past revViewsMax
+// views, those without an open file are released at once, least recently
+// used first.
 //
 // # Lifecycle (server.go, activity.go; command: gocore/cmd/wcfs)
 //
