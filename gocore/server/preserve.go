@@ -63,7 +63,7 @@ var commitWorkers = min(max(4*runtime.GOMAXPROCS(0), 4), 32)
 
 const (
 	// preserveBudget bounds the old data one commit copies into @<rev>/
-	// caches (time with head reads held up, page cache).
+	// caches (time before head/at shows the commit, page cache).
 	preserveBudget = 512 << 20
 
 	// preserveMaxRevs bounds the distinct @<rev>/ views one commit keeps
