@@ -56,7 +56,15 @@ func (w *WCFS) NJoin() int {
 
 // Close releases one join. The last Close removes w from the registry and
 // closes .wcfs/zurl; it never stops the server. The error of that close (e.g.
-// ENOTCONN after the server crashed) is returned, the release happens anyway.
+// ENOTCONN after the server crashed, as the reference reports it) is
+// returned, the release happens anyway.
+//
+// The close of .wcfs/zurl is the only close on the mount that sends the
+// server a FLUSH (every other file opens with FOPEN_NOFLUSH), which is how a
+// dead server shows (the kernel fails it with ENOTCONN at once). A server
+// that is alive but does not answer (stopped, hung) would make the close
+// wait for it: Close waits at most CloseTimeout, then returns nil, logs a
+// warning and lets the close finish in the background.
 func (w *WCFS) Close() error {
 	g := w.g
 	g.mu.Lock()
@@ -74,10 +82,20 @@ func (w *WCFS) Close() error {
 		w.proc = nil
 	}
 	g.mu.Unlock()
-	if last {
-		if err := w.f.Close(); err != nil {
+	if !last {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.f.Close() }()
+	timeout := orDefault(g.CloseTimeout, DefaultCloseTimeout)
+	select {
+	case err := <-done:
+		if err != nil {
 			return fmt.Errorf("wcfs: %s: close: %w", w.mntpt, err)
 		}
+	case <-time.After(timeout):
+		g.warnf("wcfs: %s: close of .wcfs/zurl: the server did not answer within %s "+
+			"(stopped or hung?); the close goes on in the background", w.mntpt, timeout)
 	}
 	return nil
 }

@@ -234,7 +234,7 @@ func (n *watchNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	if err != nil {
 		return nil, 0, errno(err, "head/watch: open")
 	}
-	return wl, fuse.FOPEN_STREAM | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_DIRECT_IO, 0
+	return wl, fuse.FOPEN_STREAM | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_DIRECT_IO | noFlush, 0
 }
 
 // Read returns what the server sends on the link; EOF once it closed it. A

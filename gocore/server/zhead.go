@@ -59,7 +59,7 @@ func (z *zheadFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	z.links[l] = struct{}{}
 	z.mu.Unlock()
 	z.srv.stats.zheadLink.Add(1)
-	return l, fuse.FOPEN_STREAM | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_DIRECT_IO, 0
+	return l, fuse.FOPEN_STREAM | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_DIRECT_IO | noFlush, 0
 }
 
 func (z *zheadFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
