@@ -239,7 +239,7 @@ func (f *bigFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 	if f.rev != nil {
 		f.rev.opened(+1)
 	}
-	return &fileHandle{f}, fuse.FOPEN_KEEP_CACHE, 0
+	return &fileHandle{f}, fuse.FOPEN_KEEP_CACHE | noFlush, 0
 }
 
 func (f *bigFile) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
@@ -426,22 +426,21 @@ func uploadRanges(lo, hi, blksize int64) [][2]int64 {
 	return r
 }
 
-// Prefetch of big blocks: the kernel reads ahead at most 128 KiB (a block
-// of 2 MiB is 16 such reads), and a block is loaded only when a read
-// reaches it. For a sequential reader the server loads and uploads the next
-// blocks meanwhile, in order, a few at a time (Server.prefetchSem), so that
-// the reader finds them in the page cache: it then sends no reads, and the
-// run goes on at its next read, at the end of what was prefetched.
-const (
-	prefetchMinBlksize = 512 << 10 // smaller blocks: kernel readahead suffices
-	prefetchBytes      = 16 << 20  // how far ahead of a read
-)
+// Prefetch of big blocks (Options.Prefetch, off by default): the kernel
+// reads ahead at most 128 KiB (a block of 2 MiB is 16 such reads), and a
+// block is loaded only when a read reaches it. With prefetch, for a
+// sequential reader the server loads and uploads the next blocks meanwhile,
+// in order, a few at a time (Server.prefetchSem), so that the reader finds
+// them in the page cache: it then sends no reads, and the run goes on at its
+// next read, at the end of what was prefetched.
+const prefetchMinBlksize = 512 << 10 // smaller blocks: kernel readahead suffices
 
 // readahead is called by reads of blocks [b0, b1]: if they continue a
 // sequential run, the blocks after it are prefetched.
 func (f *bigFile) readahead(b0, b1 int64) {
 	bs := f.blksize
-	if bs < prefetchMinBlksize {
+	window := f.server().opt.Prefetch
+	if window == 0 || bs < prefetchMinBlksize {
 		return
 	}
 	if f.head != nil && f.head.NoPrefetch != nil && f.head.NoPrefetch(f) {
@@ -450,7 +449,7 @@ func (f *bigFile) readahead(b0, b1 int64) {
 	f.seqMu.Lock()
 	from, to := int64(0), int64(-1)
 	if b0 >= f.seqLast && b0 <= f.seqNext {
-		from, to = max(b1+1, f.seqNext), b1+max(1, prefetchBytes/bs)
+		from, to = max(b1+1, f.seqNext), b1+max(1, window/bs)
 		f.seqNext = max(f.seqNext, to+1)
 	} else {
 		f.seqNext = b1 + 1

@@ -50,6 +50,16 @@ type Options struct {
 	// down (see zstor.go).
 	ZStorTimeout time.Duration
 
+	// Prefetch is how far ahead of a sequential reader of big blocks
+	// (>= 512 KiB) the server loads blocks and uploads them into the page
+	// cache, in bytes; 0 (the default) turns prefetch off: a read of block
+	// N loads and uploads block N only, as the reference server does.
+	// Prefetch makes cold sequential reads faster but loads storage data
+	// nobody asked for (network storages pay for it), leaves more in the
+	// page cache than was read, and is off anyway for files with a watch
+	// behind head (see watch.go).
+	Prefetch int64
+
 	// Status, if set, is told the server's state when it changes (the
 	// storage went down): the command sends it as sd_notify STATUS=.
 	Status func(state string)
@@ -112,6 +122,9 @@ func (opt *Options) normalize() error {
 	}
 	if opt.ZStorTimeout == 0 {
 		opt.ZStorTimeout = DefaultZStorTimeout
+	}
+	if opt.Prefetch < 0 {
+		return fmt.Errorf("%w: negative prefetch %d", ErrUsage, opt.Prefetch)
 	}
 	if opt.AutoExitGrace < 0 || opt.RevIdle < 0 || opt.OpenTimeout < 0 || opt.ZStorTimeout < 0 {
 		return fmt.Errorf("%w: negative duration", ErrUsage)

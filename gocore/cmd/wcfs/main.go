@@ -68,6 +68,7 @@ func main() {
 	flag.DurationVar(&opt.RevIdle, "revgc.idle", server.DefaultRevIdle, "release @<rev>/ views nobody used for this long")
 	flag.DurationVar(&opt.OpenTimeout, "open.timeout", server.DefaultOpenTimeout, "give up opening the storage at startup after this long")
 	flag.DurationVar(&opt.ZStorTimeout, "zstor.timeout", server.DefaultZStorTimeout, "a read needing a network storage fails with EIO when the storage does not answer within this time (the storage is then down: see .wcfs/zstor)")
+	flag.Var((*byteSize)(&opt.Prefetch), "prefetch", "load and cache this much (e.g. 16M) ahead of a sequential reader of big blocks; 0: off, a read loads only the blocks it touches (default; see docs/server.md)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
 	logToStderrByDefault()
 	flag.Parse()
