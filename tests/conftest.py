@@ -69,7 +69,7 @@ def cleanup_zurl(zurl):
     description of each leftover (empty: nothing was left)."""
     from wendelin import wcfs
 
-    mntpt = wcfs._mntpt_4zurl(zurl)
+    mntpt = wcfs._mountpoint(zurl)
     left = []
     wc = wcfs._wcregistry.pop(mntpt, None)
     if wc is not None:

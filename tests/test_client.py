@@ -361,7 +361,7 @@ def test_client_afterfork_watchlink(tdb):
         gc.collect()
     status, msg = _child(child)
     assert status == 0, msg
-    assert wl.sendReq(10, bad).startswith("error bad watch")
+    assert wl.sendReq(10, bad).startswith(b"error bad watch")
 
 
 # ---- threads ----
@@ -523,16 +523,17 @@ def test_watchlink(tdb):
 
     wl = wcfs.WatchLink(t.wc)
     try:
-        assert wl.sendReq(10, "watch %s @%s" % (t.zf.hex(), at1.hex())) == "ok"
-        assert wl.sendReq(10, "watch zzz") == 'error bad watch: expected 2 arguments, got 1'
+        # messages are bytes, as the reference's (str is accepted too)
+        assert wl.sendReq(10, b"watch %s @%s" % (t.zf.hex().encode(), at1.hex().encode())) == b"ok"
+        assert wl.sendReq(10, "watch zzz") == b'error bad watch: expected 2 arguments, got 1'
         # a read of the changed block through head/ pins it on this link
         done = []
         rd = threading.Thread(target=lambda: done.append(t.wc._read("head/bigfile/" + t.zf.hex())))
         rd.start()
         req = wl.recvReq(10)
         assert (req.foid, req.blk, req.at) == (t.zf, 0, at1)
-        assert req.msg == "pin %s #0 @%s" % (t.zf.hex(), at1.hex())
-        wl.replyReq(10, req, "ack")
+        assert req.msg == b"pin %s #0 @%s" % (t.zf.hex().encode(), at1.hex().encode())
+        wl.replyReq(10, req, b"ack")
         rd.join(10)
         assert done and done[0][:BLKSIZE] == blkdata("a2")
         # moving the watch to head unpins
@@ -547,7 +548,7 @@ def test_watchlink(tdb):
         assert rx[0].at is None and rx[0].blk == 0  # "@head"
         wl.replyReq(10, rx[0], "ack")
         tx.join(10)
-        assert reply == ["ok"]
+        assert reply == [b"ok"]
         assert wl.fatalv == []
     finally:
         wl.close()

@@ -94,7 +94,7 @@ SAME_STORAGE = [
 def test_spellings_share_a_mountpoint():
     mountpoints = []
     for group in SAME_STORAGE:
-        mp = {z: wcfs._mntpt_4zurl(z) for z in group}
+        mp = {z: wcfs._mountpoint(z) for z in group}
         assert len(set(mp.values())) == 1, "one storage, several mountpoints:\n%s" % "\n".join(
             "%s -> %s" % kv for kv in mp.items())
         for z, m in mp.items():
@@ -243,7 +243,7 @@ def test_join_masters_in_another_order(neo_cluster, wcfs_leakcheck):
     down = "127.0.0.1:1"
     first = neos(c, masters="%s,%s" % (c.master, down))
     again = neos(c, masters="%s,%s" % (down, c.master))
-    assert wcfs._mntpt_4zurl(first) == wcfs._mntpt_4zurl(again) != wcfs._mntpt_4zurl(neos(c))
+    assert wcfs._mountpoint(first) == wcfs._mountpoint(again) != wcfs._mountpoint(neos(c))
     wcfs_leakcheck(first)
     oid, sha = head_sha(c, "zf64k")
 

@@ -25,6 +25,10 @@ import (
 type StartOptions struct {
 	Env     []string      // the caller's environment (nil: this process's)
 	Timeout time.Duration // readiness; 0: $WENDELIN_CORE_WCFS_START_TIMEOUT or the Gateway's
+	// OnStarting, if set, is called by Serve once it is going to run the
+	// server: nothing runs for the zurl, a stale mount was cleaned (the
+	// reference's serve(_tstartingq=)).
+	OnStarting func()
 }
 
 // Start starts a server for zurl with options optv (after
@@ -96,6 +100,9 @@ func (g *Gateway) serve(ctx context.Context, zurlStr string, optv []string, exec
 	mntpt, lk, err := g.lockAbsent(ctx, zurlStr)
 	if err != nil {
 		return err
+	}
+	if opt.OnStarting != nil {
+		opt.OnStarting()
 	}
 	if exec {
 		// the lock cannot be held across exec; the server refuses to mount

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -810,4 +811,56 @@ func TestWaitMountOverStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.stopLocked(context.Background())
+}
+
+// StopWith hands the steps after the server exited to the hooks, as the
+// reference's Server._stop(_on_fs_busy=, _on_last_unmount_try=) does for
+// wendelin.core's tests: a mount kept busy by this process is reported
+// (OnBusy, with this process among the holders) and unmounted by the hook.
+func TestStopHooks(t *testing.T) {
+	tg := newTGW(t, "ok")
+	z := tg.zurl("hooks")
+	srv, err := tg.start(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mntpt := srv.Mountpoint()
+	f, err := os.Open(mntpt + "/.wcfs/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var calls []string
+	hooks := StopHooks{
+		OnStuck: func() { calls = append(calls, "stuck") },
+		OnBusy: func(hv []Holder) {
+			for _, h := range hv {
+				if h.Pid == os.Getpid() {
+					calls = append(calls, "busy")
+					return
+				}
+			}
+			t.Errorf("OnBusy: this process (pid %d) is not among the holders %v", os.Getpid(), hv)
+		},
+		LastUnmountTry: func(m string) error {
+			calls = append(calls, "lastunmount "+m)
+			return tg.Unmount(context.Background(), m, true)
+		},
+	}
+	if err := srv.StopWith(context.Background(), hooks); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"busy", "lastunmount " + mntpt}; !slices.Equal(calls, want) {
+		t.Errorf("hooks called: %q, want %q", calls, want)
+	}
+	if m, _ := topMountAt(mntpt); m != nil {
+		t.Errorf("still mounted after the stop: %s", m)
+	}
+	if _, err := os.Lstat(mntpt); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("mountpoint left: %v", err)
+	}
+	// a second stop does nothing, hooks or not
+	if err := srv.StopWith(context.Background(), hooks); err != nil || len(calls) != 2 {
+		t.Errorf("second stop: %v, hooks %q", err, calls)
+	}
 }

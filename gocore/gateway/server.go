@@ -247,6 +247,31 @@ func (s *Server) verifyStarted(ctx context.Context, keep bool) (*os.File, error)
 // calls return the first result. It takes the start lock of the mountpoint
 // so that nobody starts a server there meanwhile.
 func (s *Server) Stop(ctx context.Context) error {
+	return s.StopWith(ctx, StopHooks{})
+}
+
+// StopHooks let the caller of a stop take over some of its steps, as the
+// reference's Server._stop(ctx, _on_wcfs_stuck, _on_fs_busy,
+// _on_last_unmount_try) lets wendelin.core's tests do. Each nil hook keeps
+// the default. Hooks run on the stopping goroutine with the start lock held:
+// they must not start or stop a server of the same mountpoint (an unmount,
+// Gateway.Unmount, is fine).
+type StopHooks struct {
+	// OnStuck is called when the server does not exit even after SIGKILL
+	// (stuck in the kernel). Default: nothing more; the stop fails.
+	OnStuck func()
+	// OnBusy is called, once the server exited, with the processes that
+	// still use its mount. Default: they are logged (they get ENOTCONN on
+	// access once the mount is detached; clients are never killed).
+	OnBusy func(holders []Holder)
+	// LastUnmountTry replaces the last step for a mount still there after
+	// the server exited. Default: a lazy unmount (MNT_DETACH).
+	LastUnmountTry func(mntpt string) error
+}
+
+// StopWith is Stop with hooks (see StopHooks). Like Stop it runs at most
+// once per Server, whichever of the two is called first.
+func (s *Server) StopWith(ctx context.Context, hooks StopHooks) error {
 	s.stopOnce.Do(func() {
 		ctx, cancel := withDefaultTimeout(ctx, orDefault(s.g.StopTimeout, DefaultStopTimeout))
 		defer cancel()
@@ -254,7 +279,7 @@ func (s *Server) Stop(ctx context.Context) error {
 		if err != nil {
 			s.g.warnf("wcfs: stop %s: %s; stopping without it", s.zurl, err)
 		}
-		s.stopErr = s.stopLocked(ctx)
+		s.stopErr = s.stopLockedWith(ctx, hooks)
 		if s.stopErr == nil {
 			s.g.removeLogAfterStop(s.mntpt)
 		}
@@ -286,6 +311,11 @@ func (s *Server) currentMount() *Mount {
 
 // stopLocked is Stop with the start lock held (or not needed).
 func (s *Server) stopLocked(ctx context.Context) error {
+	return s.stopLockedWith(ctx, StopHooks{})
+}
+
+// stopLockedWith is stopLocked with hooks.
+func (s *Server) stopLockedWith(ctx context.Context, hooks StopHooks) error {
 	g := s.g
 	total := time.Second
 	if dl, ok := ctx.Deadline(); ok {
@@ -338,6 +368,9 @@ func (s *Server) stopLocked(ctx context.Context) error {
 				if !s.proc.wait(context.Background(), share(0.2)) {
 					errv = append(errv, fmt.Errorf("server pid%d does not exit even after SIGKILL "+
 						"(stuck in the kernel?); its kernel stacks:\n%s", pid, kernelStacks(pid)))
+					if hooks.OnStuck != nil {
+						hooks.OnStuck()
+					}
 				}
 			}
 		}
@@ -352,12 +385,31 @@ func (s *Server) stopLocked(ctx context.Context) error {
 
 	// 3. detach what is still mounted: its users get ENOTCONN on access
 	if m := s.currentMount(); m != nil {
-		g.warnf("-> unmount -z %s", m.Point)
-		uctx, cancel := stepCtx(share(0.1))
-		if err := g.unmount(uctx, m, true); err != nil {
-			errv = append(errv, err)
+		hv, err := holders(m)
+		if err != nil {
+			g.warnf("%s: %s", m.Point, err)
 		}
-		cancel()
+		if len(hv) > 0 {
+			for _, h := range hv {
+				g.warnf("the mount is still used by %s", h)
+			}
+			if hooks.OnBusy != nil {
+				hooks.OnBusy(hv)
+			}
+		}
+		g.warnf("last unmount try")
+		if hooks.LastUnmountTry != nil {
+			if err := hooks.LastUnmountTry(m.Point); err != nil {
+				errv = append(errv, err)
+			}
+		} else {
+			g.warnf("-> unmount -z %s", m.Point)
+			uctx, cancel := stepCtx(share(0.1))
+			if err := g.unmount(uctx, m, true); err != nil {
+				errv = append(errv, err)
+			}
+			cancel()
+		}
 	}
 
 	// 4. remove the mountpoint directory, unless something is mounted there
