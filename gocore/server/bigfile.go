@@ -372,6 +372,7 @@ func (f *bigFile) loadOnly(zc *zdata.ZConn, blk int64, l *blkLoad) bool {
 	data, info, err := f.zfileFor().LoadBlkShared(zc.Ctx(ctx), blk)
 	if err == nil {
 		l.buf.shared, l.buf.data = data, data.Data
+		f.server().stats.Loaded.Add(1)
 	}
 	if err == nil && f.head != nil {
 		err = f.head.blockLoaded(ctx, f, blk, info)
