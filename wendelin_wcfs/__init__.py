@@ -66,6 +66,7 @@ except ImportError:
     _golang = None
 
 _error_bases = (RuntimeError,) if _golang is None else (_golang.error, RuntimeError)
+_golang_b = None if _golang is None else _golang.b  # bytes/str -> bstr
 
 
 class WCFSError(*_error_bases):

@@ -267,6 +267,14 @@ def _mapping_release(gomapping, key, addr, n):
 
 # ---- WatchLink ----
 
+def _bytes(text):
+    """_bytes returns a protocol message from Go as the reference's client
+    does: pygolang's bstr when pygolang is installed (bytes that also compare
+    equal to the same str), else bytes."""
+    b = _pkg()._golang_b
+    return b(text) if b is not None else text.encode("utf-8")
+
+
 def _text(x, what):
     """_text returns a protocol message (bytes or str) as str for Go."""
     if isinstance(x, (bytes, bytearray)):
@@ -283,7 +291,8 @@ class PinReq:
     """PinReq is a request of the server on a watch link (a pin).
 
     .foid   8 bytes;  .blk  int;  .at  8 bytes, or None for "@head";
-    .msg    the request as received (bytes, as the reference's)
+    .msg    the request as received (bytes; pygolang's bstr with pygolang, as
+            the reference's)
     """
 
     def __init__(self, goreq):
@@ -292,7 +301,7 @@ class PinReq:
         self.blk = goreq.Blk()
         at = goreq.At()
         self.at = _p64(at) if at else None
-        self.msg = goreq.Msg().encode("utf-8")
+        self.msg = _bytes(goreq.Msg())
 
     def __repr__(self):
         return "<wcfs.PinReq %r>" % self.msg
@@ -304,7 +313,8 @@ _links = weakref.WeakSet()  # live WatchLinks, for fork
 class WatchLink(_Closable):
     """WatchLink is a raw watch link to the server (head/watch), for low-level
     use and tests, with the reference's interface: messages are bytes (str is
-    accepted too), ctx arguments are contexts (pygolang's: deadline and
+    accepted too; replies are pygolang's bstr with pygolang, as the
+    reference's), ctx arguments are contexts (pygolang's: deadline and
     cancellation), None (no deadline) or seconds; errors are WCFSError (a
     golang.error too with pygolang; after the context was done it wraps the
     context's error). In a forked child its calls fail with "connection
@@ -329,7 +339,7 @@ class WatchLink(_Closable):
     def sendReq(self, ctx, req):  # -> reply (bytes)
         """sendReq sends req (e.g. b"watch <foid> @<at>") and returns the reply."""
         self._check("sendReq")
-        return _ctxcall(ctx, self._gowl.SendReq, _text(req, "sendReq")).encode("utf-8")
+        return _bytes(_ctxcall(ctx, self._gowl.SendReq, _text(req, "sendReq")))
 
     def recvReq(self, ctx):  # -> PinReq | None
         """recvReq returns the next request of the server, None once the server
