@@ -8,6 +8,7 @@ wendelin/wcfs/wcfs), real genuine-ZODB databases (conftest.wcfs_db)."""
 
 import errno
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -35,6 +36,7 @@ def no_server(zurl):
     assert not wcfs._is_mountpoint(mntpt)
     assert not os.path.lexists(mntpt)
     assert not os.path.lexists(mntpt + ".lock")
+    assert not os.path.lexists(mntpt + ".log"), "a server log left"
     assert server_pids(mntpt) == []
     assert mntpt not in wcfs._wcregistry
 
@@ -308,6 +310,7 @@ def test_close_on_hung_server(wcfs_db, caplog):
     FLUSH); WCFS.close() waits for the FLUSH of .wcfs/zurl (how a dead server
     shows, as with the reference) at most its bound, then returns with a
     warning and lets the close finish in the background."""
+    caplog.set_level(logging.WARNING, logger="wcfs")
     zurl = wcfs_db.zurl
     srv = wcfs.start(zurl)
     try:

@@ -117,6 +117,10 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 	logp := ""
 	if o.foreground {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := g.retireServerLog(mntpt); err != nil {
+			removeMountpoint(mntpt)
+			return nil, nil, err
+		}
 	} else {
 		out := g.ServerOutput
 		if out == nil {

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,26 +47,47 @@ var errNotTop = errors.New("not the top mount there any more")
 // still the top mount at its point: an unmount by path acts on the top mount.
 // As root it calls umount2; otherwise it runs fusermount3 (or fusermount).
 // The call is bounded by ctx.
+// busyRetries is how many times unmount retries a busy mount nobody holds
+// (20 ms, 40 ms, ...: 0.6 s in all).
+const busyRetries = 5
+
 func (g *Gateway) unmount(ctx context.Context, m *Mount, lazy bool) error {
 	if ok, err := m.stillTop(); err != nil {
 		return err
 	} else if !ok {
 		return fmt.Errorf("unmount %s (mount %d): %w", m.Point, m.ID, errNotTop)
 	}
-	var err error
-	if os.Geteuid() == 0 {
+	umount := func() error {
+		if os.Geteuid() != 0 {
+			return fusermount(ctx, m.Point, lazy)
+		}
 		flags := unix.UMOUNT_NOFOLLOW
 		if lazy {
 			flags |= unix.MNT_DETACH
 		}
-		_, err = bounded(ctx, g, "umount "+m.Point, orDefault(g.ProbeTimeout, DefaultProbeTimeout),
+		_, err := bounded(ctx, g, "umount "+m.Point, orDefault(g.ProbeTimeout, DefaultProbeTimeout),
 			func() (struct{}, error) { return struct{}{}, unix.Unmount(m.Point, flags) }, nil)
-	} else {
-		err = fusermount(ctx, m.Point, lazy)
+		return err
 	}
-	if errors.Is(err, unix.EBUSY) {
+	// A mount can be busy for a moment with no process holding anything
+	// (seen right after the caller closed its last file of the mount, on a
+	// loaded machine: the kernel drops a closed file's mount reference
+	// after close(2) returns in some paths): retried briefly, then busy.
+	var err error
+	for try := 0; ; try++ {
+		err = umount()
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
 		hv, _ := holders(m)
-		return &BusyError{Point: m.Point, Holders: hv}
+		if len(hv) > 0 || try == busyRetries {
+			return &BusyError{Point: m.Point, Holders: hv}
+		}
+		select {
+		case <-time.After(20 * time.Millisecond << try):
+		case <-ctx.Done():
+			return &BusyError{Point: m.Point, Holders: hv}
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("unmount %s: %w", m.Point, err)
