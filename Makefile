@@ -5,7 +5,9 @@
 #                from requirements.txt, Go tools (goimports, for gopy)
 #   make build   build the project's commands into bin/ and the Python package into .venv
 #   make demo    the main job: run WCFS on the embedded default demo database (README)
-#   make test    run every test (Go and pytest); does all set-up itself
+#   make test    run every test (Go, pytest, wendelin.core's own suite); does all set-up itself
+#   make test-upstream  wendelin.core's own test suite against this project
+#                (needs ../shared/upstream; skipped with one line without it)
 #   make bench   run benchmarks (see BENCHMARKS.md)
 #   make clean   remove build products
 #
@@ -44,7 +46,7 @@ GO_RACE       ?= -race
 PYTEST_FLAGS  ?= -q
 
 .PHONY: all deps deps-system deps-venv deps-tools build build-go build-py demo \
-        test test-go test-py bench clean
+        test test-go test-py test-upstream bench clean
 
 all: build
 
@@ -102,7 +104,7 @@ demo: build
 
 # ---- tests ----
 
-test: build test-go test-py
+test: build test-go test-py test-upstream
 
 test-go:
 	$(GO) vet ./gocore/... ./pybind/...
@@ -112,6 +114,12 @@ test-py:
 	@if compgen -G "tests/test_*.py" >/dev/null; then \
 		cd $(TOP) && $(PY) -m pytest $(PYTEST_FLAGS) tests/ ; \
 	fi
+
+# wendelin.core's own suite with our server and our gateway in place of the
+# original's (scripts/test-upstream.py; accepted differences in
+# tests/upstream-accepted-differences.ini)
+test-upstream: build
+	$(PY) $(TOP)/scripts/test-upstream.py
 
 # ---- benchmarks ----
 
