@@ -27,11 +27,14 @@
 // buffer, no copy), and replies with writev straight from the block buffer
 // (reads within one block). Block buffers are reference counted and
 // recycled (blockbuf.go). Concurrent reads of a block share one load
-// through the file's load table. After a load, the parts of the block the
-// read did not return are pushed into the page cache by a goroutine
-// (NOTIFY_STORE; never from the handler, whose pages the kernel keeps
-// locked), and the block leaves the load table once uploaded. A sequential
-// reader of big blocks gets the next blocks prefetched (readahead).
+// through the file's load table. After a load, the read leaves the head
+// view and pushes the parts of the block it does not return into the page
+// cache (NOTIFY_STORE; never into the read's own pages, which the kernel
+// keeps locked), then answers; the block leaves the load table once
+// uploaded. So a read of block N returns with block N cached, and loads and
+// caches nothing else, as the reference (see upload). With -prefetch a
+// sequential reader of big blocks also gets the next blocks loaded and
+// cached ahead (readahead).
 // A load is not canceled by the interrupt of the read that started it
 // (others may wait for it); waiting readers can be interrupted. A storage
 // error fails that read only (EIO).
