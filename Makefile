@@ -74,7 +74,7 @@ deps-tools: $(TOOLS)/goimports
 
 $(TOOLS)/goimports: go.mod | deps-go
 	@mkdir -p $(TOOLS)
-	@$(STEP) "go build of goimports (gopy runs it)" -- \
+	@$(STEP) "go build of goimports (gopy runs it; the first go build downloads the modules of go.sum)" -- \
 		go build -o $(TOOLS)/goimports golang.org/x/tools/cmd/goimports
 
 # ---- build ----

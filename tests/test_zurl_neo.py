@@ -32,6 +32,9 @@ import pytest
 
 from conftest import REPO, server_pids
 
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import wcfs_build  # noqa: E402
+
 from wendelin import wcfs
 
 
@@ -142,10 +145,7 @@ def neo_cluster(tmp_path_factory):
             pytest.skip("%s not found: needed to build the NEO cluster / make its certificates" % tool)
 
     d = str(tmp_path_factory.mktemp("neo"))
-    env = dict(os.environ)
-    env.setdefault("GOTOOLCHAIN", "go1.25.5")  # what the Makefile exports
-    env.setdefault("GONOSUMDB", "github.com/gwenn")
-    env.setdefault("GOFLAGS", "-mod=mod")
+    env = wcfs_build.go_environ()  # go.env, as the Makefile exports it
     helper = os.path.join(d, "neocluster")
     subprocess.run(["go", "build", "-o", helper, "./gocore/internal/neotest/cmd/neocluster"],
                    cwd=REPO, env=env, check=True, capture_output=True)
