@@ -4,8 +4,8 @@ With no shape option it creates the *demo* dataset: several ZBigFiles with 2 MiB
 64 KiB and 4 KiB blocks in ZBlk0, ZBlk1, 'auto' and mixed formats, with holes, a blktab
 split into several buckets, and a few history transactions (rewrites, a one-chunk
 patch, an append, format changes, holes punched, a non-file change). With --big SIZE
-the demo dataset also has zfbig, SIZE bytes of data in 2 MiB ZBlk0 blocks (committed
-first, on its own): enough data for read throughput to mean something.
+the demo dataset also has zfbig, SIZE bytes of data (rounded up to whole blocks) in 2 MiB
+ZBlk0 blocks, committed first on its own: enough data for read throughput to mean something.
 
 With any of --files/--size/--blksize/--fmt/--history/--holes it creates N files of the
 given size instead, then the given number of history transactions, each changing a
@@ -132,10 +132,10 @@ def gen_demo(db, seed=0, progress=None, big=0):
 
     if big:
         db.create_file("zfbig", 2 * MiB, "ZBlk0")
-        for blk in range(-(-big // (2 * MiB))):
-            n = min(2 * MiB, big - blk * 2 * MiB)
-            db.write_block("zfbig", blk, src.data(n, "zfbig %d" % blk))
-        db.commit("demo T0: create zfbig (%d MiB)" % (big // MiB), progress=progress)
+        nblk = -(-big // (2 * MiB))
+        for blk in range(nblk):
+            db.write_block("zfbig", blk, src.data(2 * MiB, "zfbig %d" % blk))
+        db.commit("demo T0: create zfbig (%d MiB)" % (2 * nblk), progress=progress)
 
     db.create_file("zf0", 2 * MiB, "ZBlk0")
     db.create_file("zf1", 2 * MiB, "ZBlk1")
@@ -257,7 +257,7 @@ def main(argv=None):
     p.add_argument("--history", type=int, help="history transactions after creation (default 0)")
     p.add_argument("--holes", type=float, help="fraction of blocks left as holes (default 0)")
     p.add_argument("--big", type=parse_size, default=0, metavar="SIZE",
-                   help="demo dataset: add zfbig, a file of SIZE bytes in 2 MiB blocks")
+                   help="demo dataset: add zfbig, SIZE bytes (rounded up to 2 MiB blocks)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
     p.add_argument("--progress", action="store_true", default=None,
                    help="show progress on stderr even when it is not a terminal")
