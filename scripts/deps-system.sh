@@ -27,18 +27,16 @@ if ! command -v fusermount3 >/dev/null 2>&1 && ! command -v fusermount >/dev/nul
 			"(run as root, or: sudo apt-get install fuse3)" >&2
 		exit 1
 	fi
-	say "installing the package fuse3 with apt-get as root (fusermount3: to unmount) ..."
-	t0=$SECONDS
+	say "the package fuse3 is missing (fusermount3: to unmount): installing it with apt-get, as root"
 	timeout=${WCFS_DPKG_LOCK_TIMEOUT:-600}
 	python3 "$top/scripts/dpkg-lock-wait.py" --timeout "$timeout"
 	export DEBIAN_FRONTEND=noninteractive
 	apt=(apt-get -q -y -o DPkg::Lock::Timeout="$timeout")
-	if ! "${apt[@]}" install fuse3 >/dev/null 2>&1; then
-		say "updating the package lists (apt-get update) ..."
-		"${apt[@]}" update >/dev/null
-		"${apt[@]}" install fuse3 >/dev/null
+	step=(python3 "$top/scripts/wcfs_build.py" step)
+	if ! apt-cache show fuse3 >/dev/null 2>&1; then
+		"${step[@]}" "apt-get update (the package lists know no fuse3 yet)" -- "${apt[@]}" update
 	fi
-	say "installed fuse3 in $((SECONDS - t0)) s"
+	"${step[@]}" "apt-get install fuse3" -- "${apt[@]}" install fuse3
 fi
 
 if ! awk '$3 == "fusectl" {found=1} END {exit !found}' /proc/mounts; then
