@@ -178,10 +178,13 @@ def run_step(what, argv, *, env=None, cwd=None, show=None, announce_after=0.0, o
     as they come; the rest is kept and printed only if the step fails. The
     step is announced when it starts (or once it has run announce_after
     seconds), says it is still running after every HEARTBEAT seconds
-    without a line, and says how long it took. A failure raises BuildError
+    without a line (a quarter more with show), and says how long it took. A failure raises BuildError
     after printing the output."""
     out = out or sys.stdout
     showre = re.compile(show) if show else None
+    # a step showing the lines of steps inside it waits a little longer than
+    # theirs before it speaks, so that the two do not say the same at once
+    heartbeat = HEARTBEAT * (1.25 if showre else 1)
     t0 = time.monotonic()
     lock = threading.Lock()
     state = {"announced": False, "last": t0}
@@ -223,7 +226,7 @@ def run_step(what, argv, *, env=None, cwd=None, show=None, announce_after=0.0, o
         with lock:
             if not state["announced"] and now - t0 >= announce_after:
                 announce()
-            elif state["announced"] and now - state["last"] >= HEARTBEAT:
+            elif state["announced"] and now - state["last"] >= heartbeat:
                 say("%s: still running, %s so far" % (what, _dur(now - t0)), out)
                 state["last"] = now
     reader.join()
