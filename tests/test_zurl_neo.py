@@ -42,12 +42,18 @@ def reference_normalize(zurl):
     """reference_normalize is zurl_normalize_main of the reference gateway,
     from spec 7.1: neo/neos zurls lose ca/cert/key (scheme becomes neos if
     any had a value) and the client-only options, keep the other query keys
-    sorted, and get their masters sorted; other schemes are kept."""
-    u = urllib.parse.urlsplit(zurl)
-    if u.scheme not in ("neo", "neos"):
+    sorted, and get their masters sorted; other schemes are kept. The zurl
+    is split by hand as urlsplit did: urlsplit of CPython >= 3.11.4 (and of
+    Debian's 3.11.2, with the fix backported) rejects text before a '[' in
+    the netloc, i.e. an IPv6 master after another one."""
+    scheme, _, rest = zurl.partition("://")
+    if scheme not in ("neo", "neos"):
         return zurl
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    u = types.SimpleNamespace(netloc=netloc, path=slash + path, query=query, fragment=fragment)
     q = urllib.parse.parse_qs(u.query)
-    scheme = u.scheme
     for k in ("ca", "cert", "key"):
         if q.pop(k, None):
             scheme = "neos"
