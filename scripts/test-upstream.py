@@ -88,8 +88,11 @@ def build_original(kit):
     log = os.path.join(WORK, "build.log")
     say("building the original environment (build.sh, ~5 min the first time, seconds later; log: %s) ..." % log)
     t0 = time.monotonic()
+    # the kit builds the original with its own settings: not this project's
+    # go.env (GOFLAGS=-mod=readonly would refuse the original's go.sum)
+    env = {k: v for k, v in os.environ.items() if k not in ("GOFLAGS", "CGO_CFLAGS", "GOTOOLCHAIN")}
     with open(log, "w") as f:
-        p = subprocess.run([os.path.join(kit, "build.sh"), ENVDIR], stdout=f, stderr=subprocess.STDOUT)
+        p = subprocess.run([os.path.join(kit, "build.sh"), ENVDIR], stdout=f, stderr=subprocess.STDOUT, env=env)
     if p.returncode != 0:
         with open(log) as f:
             tail = f.read().splitlines()[-40:]
