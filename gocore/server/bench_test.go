@@ -287,7 +287,7 @@ func BenchmarkServer(b *testing.B) {
 		b.ReportMetric(mbps(nbytes, tzdata), "zdata-MB/s")
 		b.ReportMetric(mbps(nbytes, tshared), "zdata-shared-MB/s")
 		b.ReportMetric(float64(tzdata)/float64(twcfs), "wcfs/zdata")
-		b.ReportMetric(float64(tprefetch)/float64(twcfs), "wcfs/prefetch")
+		b.ReportMetric(float64(tprefetch)/float64(twcfs), "wcfs/wcfs-prefetch")
 		b.ReportMetric(float64(tzdata)/float64(tnosplice), "wcfs-nosplice/zdata")
 		b.ReportMetric(float64(tzdata)/float64(tpread), "wcfs-nommap/zdata")
 		b.ReportMetric(float64(tshared)/float64(twcfs), "wcfs/zdata-shared")
