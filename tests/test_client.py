@@ -553,3 +553,66 @@ def test_watchlink(tdb):
     finally:
         wl.close()
     wl.close()  # idempotent
+
+
+class Ctx:
+    """Ctx is a context of the kind the reference's callers pass (pygolang's),
+    duck-typed without pygolang: deadline(), done() (here a threading.Event)
+    and err()."""
+
+    canceled = RuntimeError("context canceled")
+
+    def __init__(self, timeout=None):
+        self._deadline = None if timeout is None else time.time() + timeout
+        self._done = threading.Event()
+
+    def deadline(self):
+        return self._deadline
+
+    def done(self):
+        return self._done
+
+    def err(self):
+        if self._done.is_set():
+            return self.canceled
+        return None
+
+    def cancel(self):
+        self._done.set()
+
+
+def test_watchlink_ctx_cancel(tdb):
+    """A WatchLink call blocked in Go returns when the caller's context is
+    cancelled, with an error that unwraps to the context's error (the Go
+    side gets the cancellation while it blocks, not only a deadline)."""
+    t = tdb
+    wl = wcfs.WatchLink(t.wc)
+    try:
+        ctx = Ctx()  # no deadline: only the cancellation can end the wait
+        threading.Timer(0.2, ctx.cancel).start()
+        with pytest.raises(wcfs.WCFSError, match="recvReq: context canceled") as exc:
+            wl.recvReq(ctx)
+        assert exc.value.Unwrap() is Ctx.canceled
+        # a context cancelled already: the call does not block at all
+        with pytest.raises(wcfs.WCFSError) as exc:
+            wl.recvReq(ctx)
+        assert exc.value.Unwrap() is Ctx.canceled
+        # the link still works
+        assert wl.sendReq(Ctx(10), b"watch zzz").startswith(b"error bad watch")
+    finally:
+        wl.close()
+
+
+def test_waitfor_ctx():
+    """_waitfor raises the context's error when it is done, as the
+    reference's; _waitfor_ says False; a number is a deadline in seconds."""
+    ctx = Ctx()
+    ctx.cancel()
+    with pytest.raises(RuntimeError) as exc:
+        wcfs._waitfor(ctx, lambda: False)
+    assert exc.value is Ctx.canceled
+    assert wcfs._waitfor_(ctx, lambda: False) is False
+    assert wcfs._waitfor_(Ctx(10), lambda: True) is True
+    assert wcfs._waitfor_(0.05, lambda: False) is False
+    with pytest.raises(TimeoutError):
+        wcfs._waitfor(0.05, lambda: False)
