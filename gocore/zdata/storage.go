@@ -229,6 +229,24 @@ func (s *storage) Sync(ctx context.Context) error {
 	}
 }
 
+// syncOpen is the first Sync of a storage just opened. A driver that gives
+// up meanwhile may fail it with a consequence of its shutdown (neo/go's
+// FileStorage closes its file, then reports why on its watch): the reason
+// it reports is returned then.
+func (s *storage) syncOpen(ctx context.Context) error {
+	err := s.Sync(ctx)
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-s.down:
+		return s.zerr("sync", nil, s.isDown())
+	case <-ctx.Done():
+	case <-time.After(time.Second): // the driver is up: err is the reason
+	}
+	return err
+}
+
 // AddWatch registers watchq: it gets every event after at0, the head at
 // the time of the call, until the storage goes down (watchq is then
 // closed) or DelWatch. On a storage that is down already watchq gets the
