@@ -24,6 +24,8 @@
 // setattr, fallocate, copy_file_range, xattrs) is refused with EPERM in a
 // wrapper of the raw filesystem (readonly.go), as are write opens of
 // everything but the streams head/watch and .wcfs/debug/zhead.
+// Reads of those streams honour O_NONBLOCK (EAGAIN when there is nothing to
+// read: nonblock.go).
 //
 // # Read path (bigfile.go)
 //
