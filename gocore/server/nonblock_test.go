@@ -30,7 +30,11 @@ func TestStreamNonBlocking(t *testing.T) {
 		done := make(chan result, 1)
 		go func() {
 			buf := make([]byte, 4096)
-			n, err := unix.Read(fd, buf)
+			var n int
+			err := retryEINTR(func() (err error) {
+				n, err = unix.Read(fd, buf)
+				return err
+			})
 			done <- result{string(buf[:max(n, 0)]), err}
 		}()
 		select {
@@ -62,7 +66,7 @@ func TestStreamNonBlocking(t *testing.T) {
 	// head/watch, O_NONBLOCK at open; a bad frame makes the server reply
 	// and close the link
 	watch := tf.srv.Path("head", "watch")
-	fd, err := unix.Open(watch, unix.O_RDWR|unix.O_NONBLOCK, 0)
+	fd, err := unix.Open(watch, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +88,7 @@ func TestStreamNonBlocking(t *testing.T) {
 	}
 
 	// head/watch, O_NONBLOCK set with fcntl, and cleared again
-	fd2, err := unix.Open(watch, unix.O_RDWR, 0)
+	fd2, err := unix.Open(watch, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +109,7 @@ func TestStreamNonBlocking(t *testing.T) {
 	}
 
 	// .wcfs/debug/zhead: one line per commit
-	zfd, err := unix.Open(tf.srv.Path(".wcfs", "debug", "zhead"), unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	zfd, err := unix.Open(tf.srv.Path(".wcfs", "debug", "zhead"), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,7 +60,7 @@ func TestReadOnly(t *testing.T) {
 	}
 	try := func(what string, want syscall.Errno, op func() error) {
 		t.Helper()
-		err := op()
+		err := retryEINTR(op) // a signal (Go's preemption) may interrupt the wait for the server
 		// the kernel refuses a link to a node with no link count itself
 		if !errors.Is(err, want) && !(strings.HasPrefix(what, "link ") && errors.Is(err, syscall.ENOENT)) {
 			t.Errorf("%s: got %v, want %v", what, err, want)
@@ -74,7 +74,7 @@ func TestReadOnly(t *testing.T) {
 		try("mknod "+n, want, func() error { return unix.Mknod(p(n), unix.S_IFREG|0o644, 0) })
 		try("mkfifo "+n, want, func() error { return unix.Mkfifo(p(n), 0o644) })
 		try("create "+n, want, func() error {
-			fd, err := unix.Open(p(n), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+			fd, err := unix.Open(p(n), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o644)
 			if err == nil {
 				unix.Close(fd)
 			}
@@ -84,7 +84,7 @@ func TestReadOnly(t *testing.T) {
 		try("link head/at to "+n, want, func() error { return unix.Link(p("head/at"), p(n)) })
 		// O_TMPFILE needs a dentry of d only: always reaches the server
 		try("O_TMPFILE in "+d, syscall.EPERM, func() error {
-			fd, err := unix.Open(p(d), unix.O_TMPFILE|unix.O_RDWR, 0o600)
+			fd, err := unix.Open(p(d), unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
 			if err == nil {
 				unix.Close(fd)
 			}
@@ -140,7 +140,7 @@ func TestReadOnly(t *testing.T) {
 		if stream {
 			flags = unix.O_RDWR
 		}
-		fd, err := unix.Open(p(f), flags, 0)
+		fd, err := unix.Open(p(f), flags|unix.O_CLOEXEC, 0)
 		if err != nil {
 			t.Fatalf("open %s: %v", f, err)
 		}
@@ -155,7 +155,7 @@ func TestReadOnly(t *testing.T) {
 				return unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 0, 4096)
 			})
 			try("copy_file_range head/at to "+f, syscall.EPERM, func() error {
-				src, err := unix.Open(p("head/at"), unix.O_RDONLY, 0)
+				src, err := unix.Open(p("head/at"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 				if err != nil {
 					return err
 				}
@@ -228,7 +228,7 @@ func treeState(t *testing.T, srv *wcfstest.Server, dirs, files []string) map[str
 
 // openClose opens path with flags and closes it.
 func openClose(path string, flags int) error {
-	fd, err := unix.Open(path, flags, 0)
+	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
 	if err == nil {
 		unix.Close(fd)
 	}

@@ -39,17 +39,6 @@ func OpenStorage(ctx context.Context, zurl string) (zodb.IStorage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zdata: open storage %q: %w", zurl, err)
 	}
-	if !IsNetworkStorage(u) {
-		// neo/go's FileStorage opens a file whose last transaction is cut
-		// after its header (a truncated copy) and gives up a moment later,
-		// when its watcher reads that transaction's records: one sync
-		// waits for the watcher's first pass, so that this is an error of
-		// the open and not an outage of the storage just opened
-		if err := s.syncOpen(ctx); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("zdata: open storage %q: check of its end: %w", zurl, err)
-		}
-	}
 	var stor zodb.IStorage = s
 	if IsNetworkStorage(u) {
 		stor = &ctxStorage{stor}
