@@ -14,6 +14,7 @@ package pybind
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -77,8 +78,13 @@ func parseOid(s string) (zodb.Oid, error) {
 
 // ---- Conn ----
 
-// Connect returns a Conn viewing the database as of at (16 hex digits).
+// Connect returns a Conn viewing the database as of at (16 hex digits). It
+// fails once w is closed (its last join released): the mount may be another
+// server's by then, or none.
 func (w *WCFS) Connect(at string) (*Conn, error) {
+	if w.w.NJoin() == 0 {
+		return nil, fmt.Errorf("wcfs: %s: connect: the WCFS is closed (close was called): join again", w.w.Mountpoint())
+	}
 	tid, err := parseTid(at)
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ triggers must be handled without the GIL (the pinner is Go)."""
 
 import faulthandler
 import gc
+from errno import EINVAL
 import os
 import signal
 import threading
@@ -616,3 +617,33 @@ def test_waitfor_ctx():
     assert wcfs._waitfor_(0.05, lambda: False) is False
     with pytest.raises(TimeoutError):
         wcfs._waitfor(0.05, lambda: False)
+
+
+def test_open_not_zbigfile(tdb):
+    """open of an oid that is no ZBigFile says why (the server's reason), not
+    only "invalid argument"; the Conn keeps working."""
+    t = tdb
+    conn = t.connect(t.at0)
+    for foid, reason in ((0xdeadbeef, "invalid argument: no such object as of @"),
+                         (0, "invalid argument: not a ZBigFile: class persistent.mapping.PersistentMapping")):
+        with pytest.raises(Exception) as exc:
+            conn.open(foid)
+        assert reason in str(exc.value)
+        assert exc.value.errno == EINVAL
+    conn.open(t.zf).close()
+
+
+def test_connect_after_close(wcfs_db):
+    """connect fails once the WCFS is closed (its last join released)."""
+    srv = wcfs.start(wcfs_db.zurl)
+    try:
+        wc = wcfs.join(wcfs_db.zurl, autostart=False)
+        assert wcfs.join(wcfs_db.zurl, autostart=False) is wc
+        wc.close()  # one join left: usable
+        at = bytes.fromhex(wc._read("head/at").decode())
+        wc.connect(at).close()
+        wc.close()
+        with pytest.raises(Exception, match=r"connect: the WCFS is closed \(close was called\): join again"):
+            wc.connect(at)
+    finally:
+        srv.stop()

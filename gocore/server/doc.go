@@ -19,6 +19,14 @@
 // EINVAL, as are oids of objects that are not ZBigFiles or do not exist at
 // the view's revision; storage errors are EIO (errors.go, spec 1.8).
 //
+// The tree is read-only: every request that would change it, an attribute
+// or data (unlink, rmdir, rename, mkdir, mknod, create, symlink, link,
+// setattr, fallocate, copy_file_range, xattrs) is refused with EPERM in a
+// wrapper of the raw filesystem (readonly.go), as are write opens of
+// everything but the streams head/watch and .wcfs/debug/zhead.
+// Reads of those streams honour O_NONBLOCK (EAGAIN when there is nothing to
+// read: nonblock.go).
+//
 // # Read path (bigfile.go)
 //
 // The kernel page cache is the only cache of file data. A FUSE read of a

@@ -148,7 +148,7 @@ func (s *Server) Mount() (err error) {
 		GID:            uint32(os.Getgid()),
 		Logger:         logger,
 	}
-	s.act = newActivity(fs.NewNodeFS(s.root, opts))
+	s.act = newActivity(newStreamFS(readOnlyFS{fs.NewNodeFS(s.root, opts)}))
 	if err := checkNotMounted(s.opt.Mountpoint); err != nil {
 		return err // mounted meanwhile (Open checked it already)
 	}

@@ -88,20 +88,38 @@ func openStorage(ctx context.Context, url string) (*storage, error) {
 		down:      make(chan struct{}),
 		fanDone:   make(chan struct{}),
 	}
-	s.mapped = openMapped(url)
+	path, isFile := fs1Path(url)
+	if isFile {
+		s.mapped = openMapped(path)
+	}
 	go s.fanOut()
+	if isFile {
+		if err := s.checkEnd(ctx, path); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// openMapped maps the data file of a FileStorage at url for LoadMapped; nil
-// for other storages, or when the map cannot be made (loads then all go
-// through the driver, as they would without it).
-func openMapped(url string) *fs1map.File {
+// fs1Path returns the path of the data file of a FileStorage url, the path
+// as neo/go's fs1 takes it; ok is false for other storages.
+func fs1Path(url string) (path string, ok bool) {
 	u, err := neturl.Parse(url)
-	if err != nil || u.Scheme != "file" || u.RawQuery != "" || os.Getenv("WCFS_NO_MMAP") != "" {
+	if err != nil || u.Scheme != "file" || u.RawQuery != "" {
+		return "", false
+	}
+	return u.Host + u.Path, true
+}
+
+// openMapped maps the data file of a FileStorage for LoadMapped; nil when
+// the map cannot be made (loads then all go through the driver, as they
+// would without it).
+func openMapped(path string) *fs1map.File {
+	if os.Getenv("WCFS_NO_MMAP") != "" {
 		return nil
 	}
-	m, err := fs1map.Open(u.Host+u.Path, fs1map.MinSize) // the path as neo/go's fs1 takes it
+	m, err := fs1map.Open(path, fs1map.MinSize)
 	if err != nil {
 		return nil
 	}
