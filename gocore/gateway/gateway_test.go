@@ -6,9 +6,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -863,4 +865,56 @@ func TestStopHooks(t *testing.T) {
 	if err := srv.StopWith(context.Background(), hooks); err != nil || len(calls) != 2 {
 		t.Errorf("second stop: %v, hooks %q", err, calls)
 	}
+}
+
+// A stop gives clients that are closing their files a moment before it
+// escalates: a client that closes its file a bit after the stop began sees
+// a clean stop (no abort of the FUSE connection, no signal to the server).
+func TestStopWaitsForClosingClients(t *testing.T) {
+	tg := newTGW(t, "ok")
+	var logbuf syncBuffer
+	tg.Log = slog.New(slog.NewTextHandler(io.MultiWriter(&logbuf, tlogWriter{t}), nil))
+	z := tg.zurl("closing")
+	srv, err := tg.start(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(srv.Mountpoint() + "/.wcfs/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the stop's first unmount is busy
+		f.Close()
+		close(closed)
+	}()
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-closed
+	if log := logbuf.String(); strings.Contains(log, "abort FUSE connection") || strings.Contains(log, "kill -") {
+		t.Errorf("the stop escalated although the client let go:\n%s", log)
+	}
+	if st := srv.proc.exitStatus(); st != "status 0" {
+		t.Errorf("server: %s, want status 0", st)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -346,6 +346,18 @@ func (s *Server) stopLockedWith(ctx context.Context, hooks StopHooks) error {
 		uctx, cancel := stepCtx(share(0.1))
 		err := g.unmount(uctx, m, false)
 		cancel()
+		// clients that are closing their files right now get a moment
+		// before the escalation: a program stopping its server at exit
+		// while its own connections are being released (wendelin.core's
+		// tests do: their ZODB connections close their WCFS connections
+		// from other threads at the same time)
+		var busy *BusyError
+		for grace := time.Now().Add(share(0.15)); errors.As(err, &busy) && time.Now().Before(grace); {
+			time.Sleep(50 * time.Millisecond)
+			uctx, cancel := stepCtx(share(0.1))
+			err = g.unmount(uctx, m, false)
+			cancel()
+		}
 		if err != nil {
 			g.warnf("%s", err)
 			if s.proc != nil && !s.proc.hasExited() {
