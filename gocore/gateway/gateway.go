@@ -124,7 +124,16 @@ func orDefault(d, def time.Duration) time.Duration {
 // Mountpoint returns the mountpoint of zurl under the Gateway's root. It
 // creates nothing.
 func (g *Gateway) Mountpoint(zurlStr string) (string, error) {
-	return zurl.MountpointIn(g.root(), zurlStr)
+	z, err := zurl.Parse(zurlStr)
+	if err != nil {
+		return "", err
+	}
+	return g.mountpoint(z), nil
+}
+
+// mountpoint returns the mountpoint of z under the Gateway's root.
+func (g *Gateway) mountpoint(z zurl.ZURL) string {
+	return z.MountpointIn(g.root())
 }
 
 // lockPath is the start lock of a mountpoint.
