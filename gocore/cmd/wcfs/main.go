@@ -102,13 +102,13 @@ func main() {
 	logDirMeansFiles()
 	switch n := flag.NArg(); {
 	case n < 2:
-		usageFailed(fmt.Errorf("want a zurl and a mountpoint after the options, got %q (usage: %s [OPTIONS] zurl mntpt)", flag.Args(), os.Args[0]))
+		usageFailed(fmt.Errorf("want a zurl and a mountpoint after the options, got %q", flag.Args()))
 	case n > 2:
 		usageFailed(fmt.Errorf("unexpected argument %q: want one zurl and one mountpoint after the options", flag.Arg(0)))
 	}
 	z, err := zurl.Parse(flag.Arg(0))
 	if err != nil {
-		usageFailed(err)
+		os.Exit(startFailed(err)) // as the storage's errors (exit 1)
 	}
 	opt.ZURL = z
 	if opt.Mountpoint, err = filepath.Abs(flag.Arg(1)); err != nil {
@@ -229,11 +229,11 @@ func startFailed(err error) int {
 	return 1
 }
 
-// usageFailed reports a bad option or argument (stderr, sd_notify) and
-// exits 2.
+// usageFailed reports a bad option or argument (stderr with the usage line,
+// sd_notify) and exits 2.
 func usageFailed(err error) {
 	msg := fmt.Sprintf("wcfs: %s", err)
-	fmt.Fprintln(os.Stderr, msg)
+	fmt.Fprintf(os.Stderr, "%s\nUsage: %s [OPTIONS] zurl mntpt\n", msg, os.Args[0])
 	notify("STATUS=" + oneLine(msg))
 	os.Exit(2)
 }
