@@ -17,6 +17,10 @@ package gateway
 //
 // "lock <path> <log>" takes the start lock, appends "in <pid>" and
 // "out <pid>" to log around a short critical section, and releases it.
+// "lock-and-die <mountpoint>" takes the start lock, makes the mountpoint,
+// says "locked" and waits to be killed. "ensureroot <root>" and "start
+// <root> <zurl> <server>" run ensureRoot and Start as whoever runs them (the
+// tests' second user).
 
 import (
 	"context"
