@@ -8,6 +8,7 @@ package zurl
 import (
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -132,8 +133,9 @@ func parse(s, cwd string, depth int) (ZURL, error) {
 	}
 	norm, err := Normalize(z.abs)
 	if err != nil {
-		if z.abs != s { // the resolved form is wrong: name what was given
-			return bad("%s", err.(*Error).Reason)
+		var zerr *Error
+		if z.abs != s && errors.As(err, &zerr) { // the resolved form is wrong: name what was given
+			return ZURL{}, &Error{Zurl: s, Reason: zerr.Reason, Err: zerr.Err}
 		}
 		return ZURL{}, err
 	}
