@@ -410,14 +410,21 @@ def test_cli(wcfs_db):
     zurl = wcfs_db.zurl
     p = run_cli("-h")
     assert p.returncode == 0 and "Usage: wcfs (serve|stop|status)" in p.stdout
-    p = run_cli()
-    assert p.returncode == 2 and "Usage:" in p.stderr
-    p = run_cli("frob", zurl)
-    assert p.returncode == 2 and p.stderr.strip() == 'wcfs: unknown command "frob"'
-    p = run_cli("stop", "-x", zurl)
-    assert p.returncode == 2 and "stop takes no options" in p.stderr
+    assert "wcfs.go" not in p.stdout
+    # usage errors say what is wrong first, then the usage
+    for argv, want in [((), "wcfs: no command given"), (("frob", zurl), 'wcfs: unknown command "frob"'),
+                       (("bogus",), 'wcfs: unknown command "bogus"'), (("status",), "wcfs: status: no zurl given"),
+                       (("stop", "-x", zurl), "wcfs: stop takes no options")]:
+        p = run_cli(*argv)
+        assert p.returncode == 2, argv
+        assert p.stderr.splitlines()[0].startswith(want), (argv, p.stderr)
+        assert "Usage: wcfs (serve|stop|status)" in p.stderr, argv
+    # serve -h: what serve users give (no mountpoint), and the server's options
     p = run_cli("serve", "-h", module="wendelin.wcfs")
-    assert p.returncode in (0, 2) and "zurl" in p.stderr and "-autoexit" in p.stderr
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("Usage: wcfs serve [options] zurl\n")
+    assert "-autoexit" in p.stdout and "-pintimeout" in p.stdout
+    assert "mntpt" not in p.stdout
 
     p = run_cli("status", zurl)
     assert p.returncode == 1
@@ -464,7 +471,8 @@ def test_cli_serve(wcfs_db):
 
 @pytest.mark.parametrize("zurl, want", [
     ("", "invalid zurl \"\": empty"),
-    ("/srv/data.fs", "no scheme"),
+    ("neo://db@127.0.0.1:99999", 'port "99999" is not a number from 1 to 65535'),
+    ("zeo://localhost", 'address "localhost": want host:port'),
     ("https://example.com/x", "can't normalize zurl with scheme https"),
     ("postgres://db/x", "can't normalize zurl with scheme postgres"),
     ("neo://x:1", "needs <cluster>@<master>"),

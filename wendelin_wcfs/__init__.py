@@ -782,13 +782,56 @@ else:
 _usage_text = """\
 Wcfs serves WCFS filesystem for ZODB at zurl for wendelin.core .
 
-Usage: %(prog)s (serve|stop|status) [-h | wcfs.go options] zurl
+Usage: %(prog)s (serve|stop|status) [options] zurl
 
-  serve [options] zurl    run a server for zurl in the foreground
-                          (%(prog)s serve -h: the server's options)
-  stop zurl               stop the server for zurl
-  status zurl             check the server for zurl (exit status 1 if not ok)
+  %(prog)s serve [options] zurl
+        run a server for zurl in the foreground: this process becomes the
+        server (%(prog)s serve -h: its options)
+  %(prog)s stop zurl
+        stop the server for zurl, whoever started it
+  %(prog)s status zurl
+        check the server for zurl (exit status 1 if not ok)
+
+zurl is file:///path/to/data.fs (or the path of a FileStorage file; a relative
+path is relative to the current directory), zeo://host:port, neo://cluster@host:port
+or neos://...; the server is mounted at /dev/shm/wcfs/<sha1 of the normalized zurl>.
 """
+
+_serve_usage_text = """\
+Usage: %(prog)s serve [options] zurl
+
+Run a WCFS server for the ZODB database at zurl in the foreground, mounted at
+/dev/shm/wcfs/<sha1 of the normalized zurl>: this process becomes the server.
+Ctrl-C (SIGINT), SIGTERM or `%(prog)s stop zurl` stop it; it leaves nothing
+behind. $WENDELIN_CORE_WCFS_OPTIONS comes before the options given here.
+
+Options:
+"""
+
+
+def _server_options_help():
+    """_server_options_help returns the server's description of its options
+    (the part of `wcfs -h` after "Options:", without the options that the
+    gateway gives itself)."""
+    import subprocess
+
+    exe = _wcfs_exe()
+    try:
+        p = subprocess.run([exe, "-h"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    except OSError as e:
+        return "  (cannot run %s: %s)\n" % (exe, e)
+    lines = p.stdout.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip() == "Options:":
+            lines = lines[i + 1:]
+            break
+    out, skip = [], False
+    for line in lines:
+        if line.startswith("  -"):
+            skip = line.split()[0] in ("-mntpt.create",)
+        if not skip:
+            out.append(line)
+    return "".join(out)
 
 
 class _GlogFormatter(logging.Formatter):
@@ -805,31 +848,38 @@ class _GlogFormatter(logging.Formatter):
 
 
 def main(argv=None):
-    """main is the command line: wcfs (serve|stop|status) [options] zurl."""
+    """main is the command line: wcfs (serve|stop|status) [options] zurl.
+
+    Usage errors (what is wrong, then the usage) exit with status 2, a failure
+    of the command with status 1."""
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("-m", "-c", "") else "wcfs"
     if prog in ("__main__.py", "wcfs.py"):
         prog = "wcfs"
 
-    def usage(code):
-        print(_usage_text % {"prog": prog}, end="", file=sys.stdout if code == 0 else sys.stderr)
+    def usage(code, text=_usage_text):
+        print(text % {"prog": prog}, end="", file=sys.stdout if code == 0 else sys.stderr)
         sys.exit(code)
+
+    def usage_error(msg):
+        print("%s: %s\n" % (prog, msg), file=sys.stderr)
+        usage(2)
 
     if argv[:1] in (["-h"], ["--help"]):
         usage(0)
-    if len(argv) < 2:
-        usage(2)
+    if not argv:
+        usage_error("no command given: want serve, stop or status")
     cmd, args = argv[0], argv[1:]
     if cmd not in ("serve", "stop", "status"):
-        print("wcfs: unknown command %s" % json.dumps(cmd), file=sys.stderr)
-        sys.exit(2)
-    if cmd == "serve" and args[0] in ("-h", "--help"):
-        exe = _wcfs_exe()
-        os.execv(exe, [exe, "-h"])
+        usage_error("unknown command %s" % json.dumps(cmd))
+    if cmd == "serve" and args[:1] in (["-h"], ["--help"]):
+        print(_serve_usage_text % {"prog": prog} + _server_options_help(), end="")
+        sys.exit(0)
+    if not args or args[-1].startswith("-"):
+        usage_error("%s: no zurl given" % cmd)
     zurl, optv = args[-1], args[:-1]
     if cmd != "serve" and optv:
-        print("wcfs: %s takes no options (got %s)" % (cmd, " ".join(optv)), file=sys.stderr)
-        usage(2)
+        usage_error("%s takes no options, only the zurl (got %s)" % (cmd, " ".join(optv)))
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_GlogFormatter())

@@ -128,7 +128,16 @@ func orDefault(d, def time.Duration) time.Duration {
 // Mountpoint returns the mountpoint of zurl under the Gateway's root. It
 // creates nothing.
 func (g *Gateway) Mountpoint(zurlStr string) (string, error) {
-	return zurl.MountpointIn(g.root(), zurlStr)
+	z, err := zurl.Parse(zurlStr)
+	if err != nil {
+		return "", err
+	}
+	return g.mountpoint(z), nil
+}
+
+// mountpoint returns the mountpoint of z under the Gateway's root.
+func (g *Gateway) mountpoint(z zurl.ZURL) string {
+	return z.MountpointIn(g.root())
 }
 
 // MakeMountpoint returns the mountpoint of zurl and makes sure the
@@ -142,7 +151,7 @@ func (g *Gateway) MakeMountpoint(zurlStr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := ensureRoot(g.root()); err != nil {
+	if err := g.ensureRoot(); err != nil {
 		return "", err
 	}
 	if err := os.Mkdir(mntpt, 0o755); err != nil && !errors.Is(err, os.ErrExist) {

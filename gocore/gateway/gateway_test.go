@@ -25,6 +25,8 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/internal/startlock"
 )
 
 // tlogWriter sends the gateway's log to the test log.
@@ -214,6 +216,9 @@ func TestChildEnv(t *testing.T) {
 
 func TestDirs(t *testing.T) {
 	needFUSE(t) // root: chown to another user
+	ensureRoot := func(root string) error {
+		return (&Gateway{Root: root, Log: slog.New(slog.NewTextHandler(tlogWriter{t}, nil))}).ensureRoot()
+	}
 	root := filepath.Join(t.TempDir(), "wcfs")
 	if err := ensureRoot(root); err != nil {
 		t.Fatal(err)
@@ -234,14 +239,32 @@ func TestDirs(t *testing.T) {
 	if err := ensureRoot(link); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("symlink root: %v", err)
 	}
+	// root takes over a root of another user, sticky or not
 	other := filepath.Join(filepath.Dir(root), "other")
 	os.Mkdir(other, 0o777)
 	os.Chmod(other, 0o777)
 	os.Chown(other, 65534, 65534)
-	if err := ensureRoot(other); err == nil || !strings.Contains(err.Error(), "not sticky") {
+	if err := ensureRoot(other); err != nil {
 		t.Errorf("foreign non-sticky root: %v", err)
 	}
+	if fi, _ := os.Lstat(other); fi.Mode() != os.ModeDir|os.ModeSticky|0o777 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("foreign root not taken over: %v uid %d", fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid)
+	}
+	// a directory above the root that another user owns, or that others may
+	// write to without the sticky bit, is refused
+	up := filepath.Join(filepath.Dir(root), "up")
+	os.Mkdir(up, 0o755)
+	os.Chown(up, 65534, 65534)
+	if err := ensureRoot(filepath.Join(up, "wcfs")); err == nil || !strings.Contains(err.Error(), up+" belongs to uid 65534") {
+		t.Errorf("root under a directory of another user: %v", err)
+	}
+	os.Chown(up, 0, 0)
+	os.Chmod(up, 0o777)
+	if err := ensureRoot(filepath.Join(up, "wcfs")); err == nil || !strings.Contains(err.Error(), "writable by others but not sticky") {
+		t.Errorf("root under a world-writable directory: %v", err)
+	}
 
+	prepareMountpoint := startlock.MakeMountpoint
 	mp := filepath.Join(root, "m")
 	if err := prepareMountpoint(mp); err != nil {
 		t.Fatal(err)
@@ -337,9 +360,15 @@ func TestStartLockContext(t *testing.T) {
 	}
 	lk2.Unlock()
 
+	// a symlink is not followed: it is removed (ours to remove) and replaced
 	os.Symlink("/etc/passwd", path)
-	if _, err := lockStart(context.Background(), path, nil); err == nil {
-		t.Errorf("lock through a symlink succeeded")
+	lk3, err := lockStart(context.Background(), path, nil)
+	if err != nil || len(lk3.Removed) != 1 {
+		t.Fatalf("lock over a symlink: %v", err)
+	}
+	lk3.Unlock()
+	if st, err := os.Stat("/etc/passwd"); err != nil || !st.Mode().IsRegular() {
+		t.Errorf("/etc/passwd: %v", err)
 	}
 }
 
@@ -403,7 +432,7 @@ func TestForeignMountpointDir(t *testing.T) {
 	tg := newTGW(t, "ok")
 	z := tg.zurl("foreigndir")
 	mntpt, _ := tg.Mountpoint(z)
-	if err := ensureRoot(tg.Root); err != nil {
+	if err := tg.ensureRoot(); err != nil {
 		t.Fatal(err)
 	}
 	os.Mkdir(mntpt, 0o755)
@@ -559,7 +588,7 @@ func TestJoinAutostart(t *testing.T) {
 // Nothing of a failed start is left behind, and the error says why.
 func TestStartFailures(t *testing.T) {
 	for _, tc := range []struct{ mode, want string }{
-		{"fail", "exited with status 1 before it was ready: open file:///srv/gwtest/fail.fs: no such file or directory: no such file or directory"},
+		{"fail", "exited with status 1 before it was ready: open file:///srv/gwtest/fail.fs: no such file or directory"},
 		{"never-ready", "not ready within 1s (start timeout"},
 		{"wrong-zurl", `.wcfs/zurl != zurl  ("file:///somewhere/else.fs" != "file:///srv/gwtest/wrong-zurl.fs")`},
 		{"ready-no-mount", "reported ready, but nothing is mounted"},
@@ -574,6 +603,11 @@ func TestStartFailures(t *testing.T) {
 			_, err := tg.start(z)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "wcfs: start "+z+": ") {
 				t.Fatalf("error %v\nwant %q", err, tc.want)
+			}
+			// the server's STATUS names the errno already: its text is
+			// not repeated, and the errno is there for errors.Is
+			if tc.mode == "fail" && (strings.Count(err.Error(), "no such file or directory") != 1 || !errors.Is(err, syscall.ENOENT)) {
+				t.Errorf("error %q: want the errno's text once, and ENOENT", err)
 			}
 			tg.stopped(z, nil)
 		})

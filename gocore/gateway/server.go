@@ -12,19 +12,23 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/internal/startlock"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // Server is a running WCFS server: one spawned by this process (Start,
 // Join with autostart), or one found running (Stop by zurl).
 type Server struct {
 	g     *Gateway
-	zurl  string
+	zurl  zurl.ZURL
 	mntpt string
 	proc  *process // nil if no server process was found (it died)
 	mount *Mount   // its mount, once known
@@ -37,8 +41,8 @@ type Server struct {
 	stopErr  error
 }
 
-// Zurl returns the zurl the server was started with.
-func (s *Server) Zurl() string { return s.zurl }
+// Zurl returns the zurl the server was started for, as given.
+func (s *Server) Zurl() string { return s.zurl.String() }
 
 // Mountpoint returns where the server is mounted.
 func (s *Server) Mountpoint() string { return s.mntpt }
@@ -97,11 +101,14 @@ type spawnOptions struct {
 // spawn starts a server for zurl at mntpt and waits until it serves. The
 // caller holds the start lock and made sure nothing is mounted at mntpt.
 // On failure whatever was started is stopped.
-func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptions) (*Server, *os.File, error) {
-	if err := ensureRoot(g.root()); err != nil {
+func (g *Gateway) spawn(ctx context.Context, z zurl.ZURL, mntpt string, o spawnOptions) (*Server, *os.File, error) {
+	if err := g.ensureRoot(); err != nil {
 		return nil, nil, err
 	}
-	if err := prepareMountpoint(mntpt); err != nil {
+	if err := checkFUSEAccess(); err != nil {
+		return nil, nil, err
+	}
+	if err := startlock.MakeMountpoint(mntpt); err != nil {
 		return nil, nil, err
 	}
 	nl, err := listenNotify()
@@ -112,7 +119,7 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 	defer nl.Close()
 
 	exe := g.exe()
-	cmd := exec.Command(exe, append(o.env.serverOptions(o.optv), zurlStr, mntpt)...)
+	cmd := exec.Command(exe, append(o.env.serverOptions(o.optv), z.StorageURL(), mntpt)...)
 	cmd.Env = childEnv(o.env.list(), nl.Addr)
 	logp := ""
 	if o.foreground {
@@ -136,14 +143,14 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 		cmd.Dir = "/" // do not pin the caller's cwd
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
-	g.infof("starting for %s ...", zurlStr)
+	g.infof("starting for %s ...", z)
 	proc, err := startChild(cmd)
 	if err != nil {
 		removeMountpoint(mntpt)
 		return nil, nil, fmt.Errorf("spawn server: %w", err)
 	}
 	nl.Start(proc.pid)
-	srv := &Server{g: g, zurl: zurlStr, mntpt: mntpt, proc: proc, log: logp}
+	srv := &Server{g: g, zurl: z, mntpt: mntpt, proc: proc, log: logp}
 
 	f, err := func() (*os.File, error) {
 		if err := g.waitReady(ctx, srv, nl, o.timeout); err != nil {
@@ -160,6 +167,7 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 		}
 		if logp != "" {
 			err = fmt.Errorf("%w (server log: %s)", err, logp)
+			g.pruneLogs(mntpt)
 		}
 		return nil, nil, err
 	}
@@ -167,12 +175,20 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 	return srv, f, nil
 }
 
+// progressEvery is how often a start that is not ready yet is reported.
+const progressEvery = 10 * time.Second
+
 // waitReady waits for READY=1 from the server, its exit, ctx or the timeout.
+// Until then it reports every progressEvery what the server says it does
+// (its STATUS=, e.g. "opening storage ...") and the last line of its log
+// (e.g. the storage client's connection errors); the error of a start that
+// failed or timed out says the same.
 func (g *Gateway) waitReady(ctx context.Context, srv *Server, nl *notifyListener, timeout time.Duration) error {
 	pid := srv.proc.pid
+	start := time.Now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	slow := time.NewTimer(min(10*time.Second, timeout/2))
+	slow := time.NewTicker(min(progressEvery, timeout/2))
 	defer slow.Stop()
 	for {
 		select {
@@ -186,25 +202,108 @@ func (g *Gateway) waitReady(ctx context.Context, srv *Server, nl *notifyListener
 			if st.Status != "" {
 				msg += ": " + st.Status
 			}
+			if out := srv.outputLines(); out != "" {
+				msg += " (its output: " + out + ")"
+			}
 			if st.Errno != 0 {
-				return fmt.Errorf("%s: %w", msg, unix.Errno(st.Errno))
+				return &startError{msg, unix.Errno(st.Errno)}
 			}
 			return errors.New(msg)
 		case <-slow.C:
-			g.warnf("wcfs: start %s: server pid%d not ready after %s, waiting up to %s (%s)",
-				srv.zurl, pid, min(10*time.Second, timeout/2), timeout, nl.State().Status)
+			g.warnf("wcfs: start %s: server pid%d not ready after %s (start timeout %s)%s",
+				srv.zurl, pid, time.Since(start).Round(time.Second), timeout, srv.progress(nl.State()))
 		case <-deadline.C:
-			g.warnf("wcfs: start %s: server pid%d not ready within %s; its kernel stacks:\n%s",
-				srv.zurl, pid, timeout, kernelStacks(pid))
+			progress := srv.progress(nl.Close()) // what it said so far, drained
+			g.warnf("wcfs: start %s: server pid%d not ready within %s%s; its kernel stacks:\n%s",
+				srv.zurl, pid, timeout, progress, kernelStacks(pid))
 			g.warnf("-> kill -QUIT wcfs pid%d (goroutine dump to its stderr)", pid)
 			srv.proc.signal(unix.SIGQUIT)
 			srv.proc.wait(context.Background(), time.Second)
-			return fmt.Errorf("server pid%d not ready within %s (start timeout, see $%s); "+
-				"its goroutine dump went to its stderr", pid, timeout, EnvStartTimeout)
+			return fmt.Errorf("server pid%d not ready within %s (start timeout, see $%s)%s; "+
+				"its goroutine dump went to its stderr", pid, timeout, EnvStartTimeout, progress)
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for server pid%d to be ready: %w", pid, ctx.Err())
+			return fmt.Errorf("waiting for server pid%d to be ready%s: %w", pid, srv.progress(nl.Close()), ctx.Err())
 		}
 	}
+}
+
+// startError is the error of a server that exited before it was ready,
+// with the errno it reported: its message already says what the errno
+// means (so the errno's text is not repeated), errors.Is finds the errno.
+type startError struct {
+	msg   string
+	errno unix.Errno
+}
+
+func (e *startError) Error() string { return e.msg }
+func (e *startError) Unwrap() error { return e.errno }
+
+// progress describes what a server that is not ready yet is doing: its
+// STATUS= and the last line of its log, "" if nothing is known.
+func (s *Server) progress(st notifyState) string {
+	var v []string
+	if st.Status != "" {
+		v = append(v, st.Status)
+	}
+	if s.log != "" {
+		if tail, err := readLogTail(s.log, 1); err == nil && strings.TrimSpace(tail) != "" {
+			v = append(v, "its log ends with: "+strings.TrimSpace(tail))
+		}
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(v, "; ")
+}
+
+// outputLines returns the first lines of the server's log that are not log
+// records (glog lines): what programs it ran (fusermount), the Go runtime
+// (a panic) or the flag package wrote, which the server's STATUS= may not
+// say; "" if there are none or the output went elsewhere.
+func (s *Server) outputLines() string {
+	if s.log == "" {
+		return ""
+	}
+	text, err := readLogTail(s.log, 200)
+	if err != nil {
+		return ""
+	}
+	var v []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || glogLine.MatchString(line) {
+			continue
+		}
+		if v = append(v, line); len(v) == 3 {
+			break
+		}
+	}
+	return strings.Join(v, "; ")
+}
+
+// glogLine matches the header of a glog record: Lmmdd hh:mm:ss.uuuuuu.
+var glogLine = regexp.MustCompile(`^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} `)
+
+// checkFUSEAccess fails with the reason when this process could not mount
+// a FUSE filesystem: a user who is not root mounts through fusermount,
+// which needs read and write access to /dev/fuse (root opens it anyway).
+func checkFUSEAccess() error {
+	const dev = "/dev/fuse"
+	if os.Geteuid() == 0 {
+		if _, err := os.Stat(dev); err != nil {
+			return fmt.Errorf("FUSE is not available: %w (is the fuse module loaded? in a container, is %s passed?)", err, dev)
+		}
+		return nil
+	}
+	if err := unix.Access(dev, unix.R_OK|unix.W_OK); err != nil {
+		what := "FUSE is not available"
+		var st unix.Stat_t
+		if unix.Stat(dev, &st) == nil {
+			what = fmt.Sprintf("uid %d may not use FUSE: %s is mode %o, owner uid %d, group %d", os.Geteuid(), dev, st.Mode&0o777, st.Uid, st.Gid)
+		}
+		return fmt.Errorf("%s: %w (mounting needs read and write access to %s)", what, &os.PathError{Op: "access", Path: dev, Err: err}, dev)
+	}
+	return nil
 }
 
 // verifyStarted checks a server that said it is ready: its mount is in the
@@ -226,11 +325,11 @@ func (s *Server) verifyStarted(ctx context.Context, keep bool) (*os.File, error)
 	if err != nil {
 		return nil, err
 	}
-	if string(data) != s.zurl {
+	if string(data) != s.zurl.StorageURL() {
 		if f != nil {
 			f.Close()
 		}
-		return nil, fmt.Errorf(".wcfs/zurl != zurl  (%q != %q)", data, s.zurl)
+		return nil, fmt.Errorf(".wcfs/zurl != zurl  (%q != %q)", data, s.zurl.StorageURL())
 	}
 	abort, err := os.OpenFile(m.AbortPath(), os.O_WRONLY, 0)
 	if err != nil {
@@ -279,10 +378,7 @@ func (s *Server) StopWith(ctx context.Context, hooks StopHooks) error {
 	s.stopOnce.Do(func() {
 		ctx, cancel := withDefaultTimeout(ctx, orDefault(s.g.StopTimeout, DefaultStopTimeout))
 		defer cancel()
-		lk, err := s.g.lockStart(ctx, s.mntpt)
-		if err != nil {
-			s.g.warnf("wcfs: stop %s: %s; stopping without it", s.zurl, err)
-		}
+		lk := s.g.lockStop(ctx, s.mntpt, s.zurl.String())
 		s.stopErr = s.stopLockedWith(ctx, hooks)
 		if s.stopErr == nil {
 			s.g.removeLogAfterStop(s.mntpt)
@@ -445,7 +541,7 @@ func (s *Server) stopLockedWith(ctx context.Context, hooks StopHooks) error {
 		if _, e := os.Lstat(logPath(s.mntpt)); e == nil {
 			err = fmt.Errorf("%w (server log: %s)", err, logPath(s.mntpt))
 		}
-		return opError("stop", s.zurl, err)
+		return opError("stop", s.zurl.String(), err)
 	}
 	return nil
 }

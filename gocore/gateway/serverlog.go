@@ -58,8 +58,13 @@ func (g *Gateway) retireServerLog(mntpt string) error {
 }
 
 // readLogTail returns the last n lines of the log at path, if it is a
-// regular file of ours (another user may have put anything at the path).
+// regular file of ours (another user may have put anything at the path,
+// even mounted a filesystem over a file of theirs there: the mount table is
+// read first).
 func readLogTail(path string, n int) (string, error) {
+	if m, err := topMountAt(path); err != nil || m != nil {
+		return "", fmt.Errorf("%s: a mountpoint (%v)", path, err)
+	}
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return "", err

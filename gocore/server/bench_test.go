@@ -49,6 +49,7 @@ import (
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // benchArgs returns the server flags from $WCFS_BENCH_ARGS.
@@ -57,10 +58,10 @@ func benchArgs(args ...string) []string {
 }
 
 // zfile opens the benchmark file in-process through the data layer.
-func zfile(b *testing.B, zurl string) (*zdata.ZConn, *zdata.ZBigFile, int64) {
+func zfile(b *testing.B, zurlStr string) (*zdata.ZConn, *zdata.ZBigFile, int64) {
 	b.Helper()
 	ctx := context.Background()
-	stor, err := zdata.OpenStorage(ctx, zurl)
+	stor, err := zdata.OpenStorage(ctx, zurl.MustParse(zurlStr))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -135,7 +135,10 @@
 // started with -autoexit (by the gateway) removes its mountpoint directory
 // after unmounting itself, under the mountpoint's start lock
 // (gocore/internal/startlock, mountpoint.go), and the gateway's log of it if
-// it ends without error.
+// it ends without error. One started with -mntpt.create (python -m wcfs
+// serve) creates its mountpoint directory under that lock, holds the lock
+// until the mount serves, and removes the directory however it ends
+// (OwnMountpoint).
 //
 // # Isolation protocol (watch.go, pin.go, kill.go)
 //

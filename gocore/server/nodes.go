@@ -105,7 +105,7 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 
 	wcfs := r.NewPersistentInode(ctx, &dir{}, dirAttr)
 	r.AddChild(".wcfs", wcfs, false)
-	zurl := []byte(s.opt.ZURL)
+	zurl := []byte(s.opt.ZURL.StorageURL())
 	wcfs.AddChild("zurl", wcfs.NewPersistentInode(ctx, &smallFile{
 		flush:   true,
 		content: func() []byte { return zurl },

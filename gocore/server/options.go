@@ -8,16 +8,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
+
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // Options configure a Server. The zero value of every optional field means
 // "default" (see the constants below).
 type Options struct {
-	// ZURL is the storage URL exactly as given on the command line; it is
-	// also the mount source and the content of .wcfs/zurl.
-	ZURL string
+	// ZURL is the storage, parsed from the command line; its storage URL
+	// (the zurl as given, relative FileStorage paths resolved: see package
+	// zurl) is the mount source and the content of .wcfs/zurl.
+	ZURL zurl.ZURL
 
 	// Mountpoint is the directory to mount on. It must exist.
 	Mountpoint string
@@ -79,11 +81,8 @@ var ErrUsage = errors.New("invalid usage")
 
 // normalize checks opt and fills defaults; Mountpoint becomes absolute.
 func (opt *Options) normalize() error {
-	if opt.ZURL == "" {
-		return fmt.Errorf("%w: empty zurl", ErrUsage)
-	}
-	if strings.ContainsAny(opt.ZURL, "\n\x00") {
-		return fmt.Errorf("%w: zurl %q contains a newline or NUL", ErrUsage, opt.ZURL)
+	if opt.ZURL.IsZero() {
+		return fmt.Errorf("%w: no zurl", ErrUsage)
 	}
 	if opt.Mountpoint == "" {
 		return fmt.Errorf("%w: empty mountpoint", ErrUsage)

@@ -17,6 +17,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/server"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // Page cache stores of blocks in place go by splice from data.fs, other
@@ -45,7 +46,7 @@ func TestStoreSplice(t *testing.T) {
 			if err := os.Mkdir(mnt, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			s, err := server.Open(context.Background(), server.Options{ZURL: db.ZURL(), Mountpoint: mnt})
+			s, err := server.Open(context.Background(), server.Options{ZURL: zurl.MustParse(db.ZURL()), Mountpoint: mnt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -138,7 +139,7 @@ func TestPrefetchOption(t *testing.T) {
 			if err := os.Mkdir(mnt, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			s, err := server.Open(context.Background(), server.Options{ZURL: db.ZURL(), Mountpoint: mnt, Prefetch: tt.prefetch})
+			s, err := server.Open(context.Background(), server.Options{ZURL: zurl.MustParse(db.ZURL()), Mountpoint: mnt, Prefetch: tt.prefetch})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"wendelin.dev/wcfs/gocore/zurl"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
@@ -58,7 +59,7 @@ func TestOpenCutEnd(t *testing.T) {
 			if err := os.WriteFile(p, tc.data, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			stor, err := zdata.OpenStorage(context.Background(), p)
+			stor, err := zdata.OpenStorage(context.Background(), zurl.MustParse(p))
 			if tc.head == 0 {
 				if err == nil {
 					stor.Close()
