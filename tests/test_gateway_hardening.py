@@ -46,7 +46,7 @@ def serve_cli(zurl, *optv, cwd=None):
 def wait_served(zurl):
     """wait_served waits until a server for zurl serves and returns what its
     .wcfs/zurl says."""
-    f = wcfs._waitmount(120, zurl, wcfs._mntpt_4zurl(zurl))
+    f = wcfs._waitmount(120, zurl, wcfs._mountpoint(zurl))
     try:
         return f.read()
     finally:
@@ -82,7 +82,7 @@ def test_relative_zurl(tmp_path, wcfs_leakcheck, monkeypatch):
         monkeypatch.chdir(dirs[1])
         wc = wcfs.join("file://small.fs", autostart=True)
         try:
-            assert wc.mountpoint == wcfs._mntpt_4zurl(dbs[1][2]) != wcfs._mntpt_4zurl(dbs[0][2])
+            assert wc.mountpoint == wcfs._mountpoint(dbs[1][2]) != wcfs._mountpoint(dbs[0][2])
             assert wc._read(".wcfs/zurl") == dbs[1][2].encode()
             assert wc._read("head/bigfile/" + dbs[1][0]) == dbs[1][1]
             assert wcfs.join("small.fs") is wc  # the plain path: the same file
@@ -146,7 +146,7 @@ def test_foreign_lock_file(wcfs_db, second_user):
     `python -m wcfs stop` from stopping the server, nor start from
     starting one."""
     zurl = wcfs_db.zurl
-    lock = wcfs._mntpt_4zurl(zurl) + ".lock"
+    lock = wcfs._mountpoint(zurl) + ".lock"
     srv = wcfs.start(zurl)
     try:
         second_user.run(["touch", lock], check=True)
@@ -168,7 +168,7 @@ def test_foreign_lock_file(wcfs_db, second_user):
 
 def test_cli_serve_leaves_nothing(wcfs_db, tmp_path, wcfs_leakcheck):
     zurl = wcfs_db.zurl
-    mntpt = wcfs._mntpt_4zurl(zurl)
+    mntpt = wcfs._mountpoint(zurl)
 
     p = run_cli("serve", "-bogus", zurl)
     assert p.returncode == 2 and "flag provided but not defined: -bogus" in p.stderr, p.stderr
