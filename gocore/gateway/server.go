@@ -439,21 +439,14 @@ func (s *Server) stopLockedWith(ctx context.Context, hooks StopHooks) error {
 
 	// 1. clean unmount; on failure SIGTERM + abort the FUSE connection
 	if m := s.currentMount(); m != nil {
-		uctx, cancel := stepCtx(share(0.1))
-		err := g.unmount(uctx, m, false)
-		cancel()
 		// clients that are closing their files right now get a moment
-		// before the escalation: a program stopping its server at exit
-		// while its own connections are being released (wendelin.core's
-		// tests do: their ZODB connections close their WCFS connections
-		// from other threads at the same time)
-		var busy *BusyError
-		for grace := time.Now().Add(share(0.15)); errors.As(err, &busy) && time.Now().Before(grace); {
-			time.Sleep(50 * time.Millisecond)
-			uctx, cancel := stepCtx(share(0.1))
-			err = g.unmount(uctx, m, false)
-			cancel()
-		}
+		// before the escalation (15% of the budget): a program stopping
+		// its server at exit while its own connections are being released
+		// (wendelin.core's tests do: their ZODB connections close their
+		// WCFS connections from other threads at the same time)
+		uctx, cancel := stepCtx(share(0.25))
+		err := g.unmountWithin(uctx, m, false, share(0.15))
+		cancel()
 		if err != nil {
 			g.warnf("%s", err)
 			if s.proc != nil && !s.proc.hasExited() {
@@ -497,15 +490,12 @@ func (s *Server) stopLockedWith(ctx context.Context, hooks StopHooks) error {
 
 	// 3. detach what is still mounted: its users get ENOTCONN on access
 	if m := s.currentMount(); m != nil {
-		hv, err := holders(m)
-		if err != nil {
-			g.warnf("%s: %s", m.Point, err)
-		}
-		if len(hv) > 0 {
-			for _, h := range hv {
-				g.warnf("the mount is still used by %s", h)
+		if hooks.OnBusy != nil { // (who they are was logged by step 1)
+			hv, err := holders(m)
+			if err != nil {
+				g.warnf("%s: %s", m.Point, err)
 			}
-			if hooks.OnBusy != nil {
+			if len(hv) > 0 {
 				hooks.OnBusy(hv)
 			}
 		}

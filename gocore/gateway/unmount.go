@@ -47,11 +47,20 @@ var errNotTop = errors.New("not the top mount there any more")
 // still the top mount at its point: an unmount by path acts on the top mount.
 // As root it calls umount2; otherwise it runs fusermount3 (or fusermount).
 // The call is bounded by ctx.
-// busyRetries is how many times unmount retries a busy mount nobody holds
-// (20 ms, 40 ms, ...: 0.6 s in all).
-const busyRetries = 5
+// busyWait is how long unmount retries a busy mount: a mount can be busy
+// for a moment while its last users are letting go of it (seen with no
+// process holding anything right after the caller closed its last file of
+// the mount, on a loaded machine: the kernel drops a closed file's mount
+// reference after close(2) returns in some paths).
+const busyWait = 600 * time.Millisecond
 
 func (g *Gateway) unmount(ctx context.Context, m *Mount, lazy bool) error {
+	return g.unmountWithin(ctx, m, lazy, busyWait)
+}
+
+// unmountWithin is unmount that retries a busy mount for up to wait (with
+// backoff from 20 ms) before it reports it busy, naming its holders.
+func (g *Gateway) unmountWithin(ctx context.Context, m *Mount, lazy bool, wait time.Duration) error {
 	if ok, err := m.stillTop(); err != nil {
 		return err
 	} else if !ok {
@@ -69,25 +78,29 @@ func (g *Gateway) unmount(ctx context.Context, m *Mount, lazy bool) error {
 			func() (struct{}, error) { return struct{}{}, unix.Unmount(m.Point, flags) }, nil)
 		return err
 	}
-	// A mount can be busy for a moment with no process holding anything
-	// (seen right after the caller closed its last file of the mount, on a
-	// loaded machine: the kernel drops a closed file's mount reference
-	// after close(2) returns in some paths): retried briefly, then busy.
 	var err error
-	for try := 0; ; try++ {
+	deadline := time.Now().Add(wait)
+	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
 		err = umount()
 		if !errors.Is(err, unix.EBUSY) {
 			break
 		}
-		hv, _ := holders(m)
-		if len(hv) > 0 || try == busyRetries {
-			return &BusyError{Point: m.Point, Holders: hv}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
 		}
 		select {
-		case <-time.After(20 * time.Millisecond << try):
+		case <-time.After(min(delay, left)):
 		case <-ctx.Done():
-			return &BusyError{Point: m.Point, Holders: hv}
+			left = 0
 		}
+		if left <= 0 {
+			break
+		}
+	}
+	if errors.Is(err, unix.EBUSY) {
+		hv, _ := holders(m)
+		return &BusyError{Point: m.Point, Holders: hv}
 	}
 	if err != nil {
 		return fmt.Errorf("unmount %s: %w", m.Point, err)
