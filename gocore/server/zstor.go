@@ -130,8 +130,7 @@ func isLinkError(err error) bool {
 	if errors.As(err, &noObj) || errors.As(err, &noData) {
 		return false
 	}
-	msg := err.Error()
-	return !strings.Contains(msg, "data corrupt") && !strings.Contains(msg, "unsupported compression")
+	return !zdata.IsCorruptData(err)
 }
 
 // lost reports whether err, with which following the database stopped, is
