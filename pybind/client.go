@@ -14,6 +14,7 @@ package pybind
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -77,8 +78,13 @@ func parseOid(s string) (zodb.Oid, error) {
 
 // ---- Conn ----
 
-// Connect returns a Conn viewing the database as of at (16 hex digits).
+// Connect returns a Conn viewing the database as of at (16 hex digits). It
+// fails once w is closed (its last join released): the mount may be another
+// server's by then, or none.
 func (w *WCFS) Connect(at string) (*Conn, error) {
+	if w.w.NJoin() == 0 {
+		return nil, fmt.Errorf("wcfs: %s: connect: the WCFS is closed (close was called): join again", w.w.Mountpoint())
+	}
 	tid, err := parseTid(at)
 	if err != nil {
 		return nil, err
@@ -188,26 +194,22 @@ func (w *WCFS) OpenWatchLink() (*WatchLink, error) {
 	return &WatchLink{wl}, nil
 }
 
-// WatchLink is a client.WatchLink. Timeouts are seconds (<= 0: none).
+// WatchLink is a client.WatchLink. Its blocking calls take a Ctx.
 type WatchLink struct{ wl *client.WatchLink }
 
 // Fd returns the link's descriptor.
 func (wl *WatchLink) Fd() int { return wl.wl.Fd() }
 
 // SendReq sends a request and returns the reply.
-func (wl *WatchLink) SendReq(req string, timeout float64) (string, error) {
-	ctx, cancel := timeoutCtx(timeout)
-	defer cancel()
-	reply, err := wl.wl.SendReq(ctx, req)
+func (wl *WatchLink) SendReq(req string, ctx *Ctx) (string, error) {
+	reply, err := wl.wl.SendReq(ctx.context(), req)
 	return reply, pyerr(err)
 }
 
 // RecvReq returns the next request of the server; its EOF() is true when
 // the server closed the link.
-func (wl *WatchLink) RecvReq(timeout float64) (*PinReq, error) {
-	ctx, cancel := timeoutCtx(timeout)
-	defer cancel()
-	req, err := wl.wl.RecvReq(ctx)
+func (wl *WatchLink) RecvReq(ctx *Ctx) (*PinReq, error) {
+	req, err := wl.wl.RecvReq(ctx.context())
 	if err != nil {
 		return nil, pyerr(err)
 	}
@@ -215,10 +217,8 @@ func (wl *WatchLink) RecvReq(timeout float64) (*PinReq, error) {
 }
 
 // ReplyReq replies to the server's request req.
-func (wl *WatchLink) ReplyReq(req *PinReq, reply string, timeout float64) error {
-	ctx, cancel := timeoutCtx(timeout)
-	defer cancel()
-	return pyerr(wl.wl.ReplyReq(ctx, req.r, reply))
+func (wl *WatchLink) ReplyReq(req *PinReq, reply string, ctx *Ctx) error {
+	return pyerr(wl.wl.ReplyReq(ctx.context(), req.r, reply))
 }
 
 // CloseWrite sends "bye".

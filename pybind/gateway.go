@@ -8,9 +8,12 @@ package pybind
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 
 	"wendelin.dev/wcfs/gocore/gateway"
 )
@@ -29,6 +32,13 @@ const (
 // Mountpoint returns the mountpoint of zurl (it creates nothing).
 func Mountpoint(zurl string) (string, error) {
 	return gw.Mountpoint(zurl)
+}
+
+// MakeMountpoint returns the mountpoint of zurl, creating the directory if
+// it is missing (the reference's _mntpt_4zurl).
+func MakeMountpoint(zurl string) (string, error) {
+	mntpt, err := gw.MakeMountpoint(zurl)
+	return mntpt, pyerr(err)
 }
 
 // Join joins the server for zurl (see gateway.Gateway.Join). environ is the
@@ -73,25 +83,59 @@ func Start(zurl, optv, environ string, timeout float64) (*Server, error) {
 	return &Server{s}, nil
 }
 
-// Serve runs a server for zurl in the foreground; with exec this process
-// becomes the server (Serve returns only on error).
-func Serve(zurl, optv, environ string, exec bool) error {
+// ServeRun is a Serve running in the background (see ServeAsync).
+type ServeRun struct {
+	starting chan struct{} // closed when the server is about to run, or Serve ended
+	done     chan struct{}
+	err      error
+}
+
+// ServeAsync runs a server for zurl in the foreground of this process (the
+// server's output is ours), as Serve does, in the background: WaitStarting
+// returns once it is about to run the server (a stale mount cleaned), Wait
+// once it ended. With exec this process becomes the server.
+func ServeAsync(zurl, optv, environ string, exec bool) (*ServeRun, error) {
 	opts, err := strlist("optv", optv)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	env, err := strlist("environ", environ)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return pyerr(gw.Serve(context.Background(), zurl, opts, exec, gateway.StartOptions{Env: env}))
+	r := &ServeRun{starting: make(chan struct{}), done: make(chan struct{})}
+	var once sync.Once
+	started := func() { once.Do(func() { close(r.starting) }) }
+	go func() {
+		defer close(r.done)
+		defer started()
+		r.err = pyerr(gw.Serve(context.Background(), zurl, opts, exec,
+			gateway.StartOptions{Env: env, OnStarting: started}))
+	}()
+	return r, nil
 }
 
-// Stop stops the server for zurl, whoever started it.
-func Stop(zurl string, timeout float64) error {
-	ctx, cancel := timeoutCtx(timeout)
-	defer cancel()
-	return pyerr(gw.Stop(ctx, zurl))
+// WaitStarting waits until the server is about to run; it returns Serve's
+// error if Serve ended before.
+func (r *ServeRun) WaitStarting() error {
+	<-r.starting
+	select {
+	case <-r.done:
+		return r.err
+	default:
+		return nil
+	}
+}
+
+// Wait waits until Serve ended and returns its error.
+func (r *ServeRun) Wait() error {
+	<-r.done
+	return r.err
+}
+
+// Stop stops the server for zurl, whoever started it, within ctx.
+func Stop(zurl string, ctx *Ctx) error {
+	return pyerr(gw.Stop(ctx.context(), zurl))
 }
 
 // Status checks the server for zurl. It returns a JSON list of
@@ -113,10 +157,8 @@ func Status(zurl string) string {
 
 // WaitMount waits until a server for zurl serves at mntpt and returns a
 // descriptor of its .wcfs/zurl, which the caller owns.
-func WaitMount(zurl, mntpt string, timeout float64) (int, error) {
-	ctx, cancel := timeoutCtx(timeout)
-	defer cancel()
-	f, err := gw.WaitMount(ctx, zurl, mntpt)
+func WaitMount(zurl, mntpt string, ctx *Ctx) (int, error) {
+	f, err := gw.WaitMount(ctx.context(), zurl, mntpt)
 	if err != nil {
 		return -1, pyerr(err)
 	}
@@ -190,9 +232,77 @@ func (s *Server) AbortFd() (int, error) {
 	return s.s.DupAbortFd()
 }
 
-// Stop stops the server within timeout seconds (<= 0: the default, 20s).
-func (s *Server) Stop(timeout float64) error {
-	ctx, cancel := timeoutCtx(timeout)
-	defer cancel()
-	return pyerr(s.s.Stop(ctx))
+// Stop stops the server within ctx (no deadline: the default, 20s).
+func (s *Server) Stop(ctx *Ctx) error {
+	return pyerr(s.s.Stop(ctx.context()))
 }
+
+// Hooks of StopHooked, a bit each.
+const (
+	HookStuck          = 1 << iota // the server does not exit after SIGKILL
+	HookBusy                       // processes still use the mount
+	HookLastUnmountTry             // the last unmount of a mount still there
+)
+
+// StopRun is a stop whose hooks Python runs (see StopHooked).
+type StopRun struct {
+	events chan string // a hook to run ("" never: done closes instead)
+	resume chan string // the hook's error ("" if none)
+	done   chan struct{}
+	err    error
+}
+
+// StopHooked stops the server within ctx as Stop does, with the hooks in
+// mask run by Python (the reference's Server._stop hooks): Python calls
+// Next, which returns the next hook to run ("stuck", "busy\n<who>",
+// "lastunmount\n<mountpoint>") or "" once the stop ended (with its error);
+// after running a hook Python calls Resume with the hook's error ("" if
+// none), and then Next again.
+func (s *Server) StopHooked(ctx *Ctx, mask int) *StopRun {
+	r := &StopRun{events: make(chan string), resume: make(chan string), done: make(chan struct{})}
+	// Python calls Next until the stop ended, and Resume after each hook
+	hook := func(ev string) string {
+		r.events <- ev
+		return <-r.resume
+	}
+	var hooks gateway.StopHooks
+	if mask&HookStuck != 0 {
+		hooks.OnStuck = func() { hook("stuck") }
+	}
+	if mask&HookBusy != 0 {
+		hooks.OnBusy = func(hv []gateway.Holder) {
+			who := make([]string, len(hv))
+			for i, h := range hv {
+				who[i] = h.String()
+			}
+			hook("busy\n" + strings.Join(who, "\n"))
+		}
+	}
+	if mask&HookLastUnmountTry != 0 {
+		hooks.LastUnmountTry = func(mntpt string) error {
+			if e := hook("lastunmount\n" + mntpt); e != "" {
+				return errors.New(e)
+			}
+			return nil
+		}
+	}
+	go func() {
+		defer close(r.done)
+		r.err = pyerr(s.s.StopWith(ctx.context(), hooks))
+	}()
+	return r
+}
+
+// Next returns the next hook to run, or "" and the stop's error once it
+// ended.
+func (r *StopRun) Next() (string, error) {
+	select {
+	case ev := <-r.events:
+		return ev, nil
+	case <-r.done:
+		return "", r.err
+	}
+}
+
+// Resume continues the stop after a hook; hookErr is the hook's error.
+func (r *StopRun) Resume(hookErr string) { r.resume <- hookErr }

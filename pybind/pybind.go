@@ -48,6 +48,35 @@ func Configure(exe, root string) {
 	gw.Root = root
 }
 
+// ---- contexts ----
+
+// Ctx is a context that Python cancels: the Go side of a pygolang context
+// (its deadline, and its cancellation forwarded by a watcher in Python), or
+// of a plain timeout. Blocking calls that take a Ctx return when it is done.
+type Ctx struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// NewCtx returns a context that is done sec seconds from now (never if
+// sec <= 0) or when Cancel is called. Python calls Cancel when the call is
+// over, to release it.
+func NewCtx(sec float64) *Ctx {
+	ctx, cancel := timeoutCtx(sec)
+	return &Ctx{ctx, cancel}
+}
+
+// Cancel cancels c. It may be called any number of times, from any thread.
+func (c *Ctx) Cancel() { c.cancel() }
+
+// context returns c's context; a nil Ctx is the background.
+func (c *Ctx) context() context.Context {
+	if c == nil {
+		return context.Background()
+	}
+	return c.ctx
+}
+
 // ---- conversions ----
 
 // timeoutCtx returns a context with the given timeout in seconds (none if

@@ -69,7 +69,7 @@ def cleanup_zurl(zurl):
     description of each leftover (empty: nothing was left)."""
     from wendelin import wcfs
 
-    mntpt = wcfs._mntpt_4zurl(zurl)
+    mntpt = wcfs._mountpoint(zurl)
     left = []
     wc = wcfs._wcregistry.pop(mntpt, None)
     if wc is not None:
@@ -109,6 +109,42 @@ def wcfs_leakcheck():
         left += ["%s: %s" % (zurl, x) for x in cleanup_zurl(zurl)]
     if left:
         pytest.fail("left behind:\n  " + "\n  ".join(left))
+
+
+# ---- a second, unprivileged user ----
+
+TEST_USER = "wcfs-test"
+
+
+@pytest.fixture(scope="session")
+def second_user():
+    """second_user is a user that is not root (created with useradd if it
+    does not exist, as the Go tests do: gocore/internal/testuser), for tests
+    that play another user of /dev/shm/wcfs. It has .name, .uid, .gid and
+    .run(argv, **kw) running argv as that user."""
+    import pwd
+    import subprocess
+    import time
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (to act as a second user)")
+    for _ in range(20):
+        try:
+            pw = pwd.getpwnam(TEST_USER)
+            break
+        except KeyError:
+            # Go test binaries may be creating it at the same time
+            subprocess.run(["useradd", "--system", "--user-group", "--no-create-home", "--home-dir",
+                            "/nonexistent", "--shell", "/usr/sbin/nologin", TEST_USER],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.1)
+    else:
+        pytest.fail("cannot create the test user %s" % TEST_USER)
+
+    def run(argv, **kw):
+        return subprocess.run(argv, user=pw.pw_uid, group=pw.pw_gid, extra_groups=[], cwd="/", **kw)
+
+    return types.SimpleNamespace(name=TEST_USER, uid=pw.pw_uid, gid=pw.pw_gid, run=run)
 
 
 @pytest.fixture

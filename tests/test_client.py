@@ -11,6 +11,7 @@ triggers must be handled without the GIL (the pinner is Go)."""
 
 import faulthandler
 import gc
+from errno import EINVAL
 import os
 import signal
 import threading
@@ -361,7 +362,7 @@ def test_client_afterfork_watchlink(tdb):
         gc.collect()
     status, msg = _child(child)
     assert status == 0, msg
-    assert wl.sendReq(10, bad).startswith("error bad watch")
+    assert wl.sendReq(10, bad).startswith(b"error bad watch")
 
 
 # ---- threads ----
@@ -523,16 +524,17 @@ def test_watchlink(tdb):
 
     wl = wcfs.WatchLink(t.wc)
     try:
-        assert wl.sendReq(10, "watch %s @%s" % (t.zf.hex(), at1.hex())) == "ok"
-        assert wl.sendReq(10, "watch zzz") == 'error bad watch: expected 2 arguments, got 1'
+        # messages are bytes, as the reference's (str is accepted too)
+        assert wl.sendReq(10, b"watch %s @%s" % (t.zf.hex().encode(), at1.hex().encode())) == b"ok"
+        assert wl.sendReq(10, "watch zzz") == b'error bad watch: expected 2 arguments, got 1'
         # a read of the changed block through head/ pins it on this link
         done = []
         rd = threading.Thread(target=lambda: done.append(t.wc._read("head/bigfile/" + t.zf.hex())))
         rd.start()
         req = wl.recvReq(10)
         assert (req.foid, req.blk, req.at) == (t.zf, 0, at1)
-        assert req.msg == "pin %s #0 @%s" % (t.zf.hex(), at1.hex())
-        wl.replyReq(10, req, "ack")
+        assert req.msg == b"pin %s #0 @%s" % (t.zf.hex().encode(), at1.hex().encode())
+        wl.replyReq(10, req, b"ack")
         rd.join(10)
         assert done and done[0][:BLKSIZE] == blkdata("a2")
         # moving the watch to head unpins
@@ -547,8 +549,101 @@ def test_watchlink(tdb):
         assert rx[0].at is None and rx[0].blk == 0  # "@head"
         wl.replyReq(10, rx[0], "ack")
         tx.join(10)
-        assert reply == ["ok"]
+        assert reply == [b"ok"]
         assert wl.fatalv == []
     finally:
         wl.close()
     wl.close()  # idempotent
+
+
+class Ctx:
+    """Ctx is a context of the kind the reference's callers pass (pygolang's),
+    duck-typed without pygolang: deadline(), done() (here a threading.Event)
+    and err()."""
+
+    canceled = RuntimeError("context canceled")
+
+    def __init__(self, timeout=None):
+        self._deadline = None if timeout is None else time.time() + timeout
+        self._done = threading.Event()
+
+    def deadline(self):
+        return self._deadline
+
+    def done(self):
+        return self._done
+
+    def err(self):
+        if self._done.is_set():
+            return self.canceled
+        return None
+
+    def cancel(self):
+        self._done.set()
+
+
+def test_watchlink_ctx_cancel(tdb):
+    """A WatchLink call blocked in Go returns when the caller's context is
+    cancelled, with an error that unwraps to the context's error (the Go
+    side gets the cancellation while it blocks, not only a deadline)."""
+    t = tdb
+    wl = wcfs.WatchLink(t.wc)
+    try:
+        ctx = Ctx()  # no deadline: only the cancellation can end the wait
+        threading.Timer(0.2, ctx.cancel).start()
+        with pytest.raises(wcfs.WCFSError, match="recvReq: context canceled") as exc:
+            wl.recvReq(ctx)
+        assert exc.value.Unwrap() is Ctx.canceled
+        # a context cancelled already: the call does not block at all
+        with pytest.raises(wcfs.WCFSError) as exc:
+            wl.recvReq(ctx)
+        assert exc.value.Unwrap() is Ctx.canceled
+        # the link still works
+        assert wl.sendReq(Ctx(10), b"watch zzz").startswith(b"error bad watch")
+    finally:
+        wl.close()
+
+
+def test_waitfor_ctx():
+    """_waitfor raises the context's error when it is done, as the
+    reference's; _waitfor_ says False; a number is a deadline in seconds."""
+    ctx = Ctx()
+    ctx.cancel()
+    with pytest.raises(RuntimeError) as exc:
+        wcfs._waitfor(ctx, lambda: False)
+    assert exc.value is Ctx.canceled
+    assert wcfs._waitfor_(ctx, lambda: False) is False
+    assert wcfs._waitfor_(Ctx(10), lambda: True) is True
+    assert wcfs._waitfor_(0.05, lambda: False) is False
+    with pytest.raises(TimeoutError):
+        wcfs._waitfor(0.05, lambda: False)
+
+
+def test_open_not_zbigfile(tdb):
+    """open of an oid that is no ZBigFile says why (the server's reason), not
+    only "invalid argument"; the Conn keeps working."""
+    t = tdb
+    conn = t.connect(t.at0)
+    for foid, reason in ((0xdeadbeef, "invalid argument: no such object as of @"),
+                         (0, "invalid argument: not a ZBigFile: class persistent.mapping.PersistentMapping")):
+        with pytest.raises(Exception) as exc:
+            conn.open(foid)
+        assert reason in str(exc.value)
+        assert exc.value.errno == EINVAL
+    conn.open(t.zf).close()
+
+
+def test_connect_after_close(wcfs_db):
+    """connect fails once the WCFS is closed (its last join released)."""
+    srv = wcfs.start(wcfs_db.zurl)
+    try:
+        wc = wcfs.join(wcfs_db.zurl, autostart=False)
+        assert wcfs.join(wcfs_db.zurl, autostart=False) is wc
+        wc.close()  # one join left: usable
+        at = bytes.fromhex(wc._read("head/at").decode())
+        wc.connect(at).close()
+        wc.close()
+        with pytest.raises(Exception, match=r"connect: the WCFS is closed \(close was called\): join again"):
+            wc.connect(at)
+    finally:
+        srv.stop()

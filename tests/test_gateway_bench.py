@@ -46,7 +46,7 @@ print(json.dumps(res))
 
 
 def child(zurl, autostart):
-    mntpt = wcfs._mntpt_4zurl(zurl)
+    mntpt = wcfs._mountpoint(zurl)
     env = dict(os.environ, WENDELIN_CORE_WCFS_OPTIONS="")  # no -debug -logtostderr
     t0 = time.perf_counter()
     out = subprocess.check_output([sys.executable, "-c", CHILD, zurl, "1" if autostart else "0", mntpt],
@@ -118,7 +118,7 @@ def test_bench_gateway(wcfs_db):
 
         calls = [
             ("binding: `wc._njoin` (one Go call)", lambda: wc._njoin),
-            ("binding: `wcfs._mntpt_4zurl()` (normalize + sha1 in Go)", lambda: wcfs._mntpt_4zurl(zurl)),
+            ("binding: `wcfs._mountpoint()` (normalize + sha1 in Go)", lambda: wcfs._mountpoint(zurl)),
             ("binding: `wcfs.join()` + `close()` of a joined server (registry hit)", joinclose),
             ("plain: `os.stat()` of a file on the mount", lambda: os.stat(path)),
             ("plain: `open()` + `close()` of a file on the mount", openclose),

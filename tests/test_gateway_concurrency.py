@@ -47,7 +47,7 @@ def test_join_storm(wcfs_db):
     server starts and every join works. The processes are started once (the
     rounds measure joins, not interpreter startups)."""
     zurl = wcfs_db.zurl
-    mntpt = wcfs._mntpt_4zurl(zurl)
+    mntpt = wcfs._mountpoint(zurl)
     nproc, nround = 16, 20
 
     def tell(msg):
@@ -140,7 +140,7 @@ def test_fork(wcfs_db):
                 res["registry"] = len(wcfs._wcregistry)
                 res["read"] = wc._read(".wcfs/zurl").decode()  # plain file access works
                 for name, f in [("join", lambda: wcfs.join(zurl)), ("status", lambda: wcfs.status(zurl)),
-                                ("mntpt", lambda: wcfs._mntpt_4zurl(zurl)), ("close", wc.close)]:
+                                ("mntpt", lambda: wcfs._mountpoint(zurl)), ("close", wc.close)]:
                     t0 = time.monotonic()
                     try:
                         f()

@@ -548,6 +548,25 @@ def test_gen_demo(tmp_path):
     assert r.returncode == 2 and "exists (use --force" in r.stderr
 
 
+def test_gen_demo_big(tmp_path):
+    """wcfs-zgen --big SIZE: the demo dataset and zfbig, SIZE bytes in whole 2 MiB
+    ZBlk0 blocks, committed first; --big goes with the demo dataset only."""
+    out = str(tmp_path / "demo.fs")
+    r = subprocess.run([sys.executable, "-m", "ztestdb", "gen", out, "--big", "5M"],
+                       env=toolkit_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    m = zm.load_manifest(str(tmp_path / "demo.json"))
+    assert len(m["transactions"]) == 7
+    assert set(m["transactions"][1]["files"]) == {"zfbig"}
+    big = m["transactions"][-1]["files"]["zfbig"]
+    assert big["size"] == 6 * MiB and big["blksize"] == 2 * MiB and len(big["blocks"]) == 3
+    assert {b["fmt"] for b in big["blocks"].values()} == {"ZBlk0"}
+    assert ztestdb.diff_manifests(m, ztestdb.read_manifest(out)) == []
+    r = subprocess.run([sys.executable, "-m", "ztestdb", "gen", str(tmp_path / "x.fs"), "--big", "5M",
+                        "--files", "2"], env=toolkit_env(), capture_output=True, text=True)
+    assert r.returncode == 2 and "--big adds a file to the demo dataset" in r.stderr
+
+
 def test_gen_options(tmp_path):
     out = str(tmp_path / "g.fs")
     r = subprocess.run([sys.executable, "-m", "ztestdb", "gen", out, "--files", "2",

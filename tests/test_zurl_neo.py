@@ -32,6 +32,9 @@ import pytest
 
 from conftest import REPO, server_pids
 
+sys.path.insert(0, os.path.join(REPO, "scripts"))
+import wcfs_build  # noqa: E402
+
 from wendelin import wcfs
 
 
@@ -39,12 +42,18 @@ def reference_normalize(zurl):
     """reference_normalize is zurl_normalize_main of the reference gateway,
     from spec 7.1: neo/neos zurls lose ca/cert/key (scheme becomes neos if
     any had a value) and the client-only options, keep the other query keys
-    sorted, and get their masters sorted; other schemes are kept."""
-    u = urllib.parse.urlsplit(zurl)
-    if u.scheme not in ("neo", "neos"):
+    sorted, and get their masters sorted; other schemes are kept. The zurl
+    is split by hand as urlsplit did: urlsplit of CPython >= 3.11.4 (and of
+    Debian's 3.11.2, with the fix backported) rejects text before a '[' in
+    the netloc, i.e. an IPv6 master after another one."""
+    scheme, _, rest = zurl.partition("://")
+    if scheme not in ("neo", "neos"):
         return zurl
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    u = types.SimpleNamespace(netloc=netloc, path=slash + path, query=query, fragment=fragment)
     q = urllib.parse.parse_qs(u.query)
-    scheme = u.scheme
     for k in ("ca", "cert", "key"):
         if q.pop(k, None):
             scheme = "neos"
@@ -94,7 +103,7 @@ SAME_STORAGE = [
 def test_spellings_share_a_mountpoint():
     mountpoints = []
     for group in SAME_STORAGE:
-        mp = {z: wcfs._mntpt_4zurl(z) for z in group}
+        mp = {z: wcfs._mountpoint(z) for z in group}
         assert len(set(mp.values())) == 1, "one storage, several mountpoints:\n%s" % "\n".join(
             "%s -> %s" % kv for kv in mp.items())
         for z, m in mp.items():
@@ -142,10 +151,7 @@ def neo_cluster(tmp_path_factory):
             pytest.skip("%s not found: needed to build the NEO cluster / make its certificates" % tool)
 
     d = str(tmp_path_factory.mktemp("neo"))
-    env = dict(os.environ)
-    env.setdefault("GOTOOLCHAIN", "go1.25.5")  # what the Makefile exports
-    env.setdefault("GONOSUMDB", "github.com/gwenn")
-    env.setdefault("GOFLAGS", "-mod=mod")
+    env = wcfs_build.go_environ()  # go.env, as the Makefile exports it
     helper = os.path.join(d, "neocluster")
     subprocess.run(["go", "build", "-o", helper, "./gocore/internal/neotest/cmd/neocluster"],
                    cwd=REPO, env=env, check=True, capture_output=True)
@@ -243,7 +249,7 @@ def test_join_masters_in_another_order(neo_cluster, wcfs_leakcheck):
     down = "127.0.0.1:1"
     first = neos(c, masters="%s,%s" % (c.master, down))
     again = neos(c, masters="%s,%s" % (down, c.master))
-    assert wcfs._mntpt_4zurl(first) == wcfs._mntpt_4zurl(again) != wcfs._mntpt_4zurl(neos(c))
+    assert wcfs._mountpoint(first) == wcfs._mountpoint(again) != wcfs._mountpoint(neos(c))
     wcfs_leakcheck(first)
     oid, sha = head_sha(c, "zf64k")
 

@@ -60,12 +60,41 @@ __all__ = ["join", "start", "serve", "stop", "status", "main", "WCFS", "Server",
 
 # ---- calls into Go ----
 
-class WCFSError(RuntimeError):
-    """An error reported by the Go gateway; .errno is set when an errno caused it."""
+try:  # pygolang is optional: with it our errors are golang.error as well
+    import golang as _golang
+except ImportError:
+    _golang = None
+
+_error_bases = (RuntimeError,) if _golang is None else (_golang.error, RuntimeError)
+_golang_b = None if _golang is None else _golang.b  # bytes/str -> bstr
+
+
+class WCFSError(*_error_bases):
+    """An error reported by the Go side; .errno is set when an errno caused it.
+
+    It is a RuntimeError, and also a ``golang.error`` when pygolang is
+    installed (as the errors of wendelin.core's C++ client are), so that
+    ``except error`` and ``errors.Is(e, context.canceled)`` work: Unwrap gives
+    the caller's context error when the call ended because its context was
+    done.
+    """
 
     def __init__(self, msg, errno=None):
         super().__init__(msg)
+        self.msg = msg
         self.errno = errno
+        self._cause = None
+
+    def __str__(self):
+        return self.msg
+
+    def Error(self):
+        """Error returns the message (golang.error's interface)."""
+        return self.msg
+
+    def Unwrap(self):
+        """Unwrap returns the error this one wraps (golang.error's interface)."""
+        return self._cause
 
 
 class _FUSEUnmountError(WCFSError):
@@ -112,18 +141,101 @@ def _environ():
     return json.dumps(["%s=%s" % kv for kv in os.environ.items()])
 
 
-def _timeout(ctx, default=0):
-    """_timeout converts ctx to seconds for Go: None -> default (<=0 means Go's
-    default), a number -> itself, an object with .deadline() (a pygolang-like
-    context) -> the time left until it (Go's default if it has none)."""
+def _deadline(ctx):
+    """_deadline returns the deadline (time.time() scale) of ctx: None for
+    no ctx or one without deadline, now + ctx for a number of seconds, else
+    ctx.deadline() (pygolang contexts and alike)."""
     if ctx is None:
-        return default
+        return None
     if isinstance(ctx, (int, float)):
-        return max(float(ctx), 1e-3)
-    deadline = ctx.deadline()
-    if deadline is None:
-        return default
-    return max(deadline - time.time(), 1e-3)
+        return time.time() + max(float(ctx), 1e-3)
+    return ctx.deadline() if hasattr(ctx, "deadline") else None
+
+
+def _ctx_err(ctx):
+    """_ctx_err returns the error of ctx if it is done (pygolang's
+    context.canceled or deadlineExceeded), else None; None for ctx without
+    .err()."""
+    if ctx is not None and hasattr(ctx, "err") and callable(ctx.err):
+        return ctx.err()
+    return None
+
+
+class _GoCtx:
+    """_GoCtx(ctx) gives, as a context manager, the Go side of ctx for one
+    blocking call into Go (.go, a pybind Ctx): ctx is None (no deadline), a
+    number of seconds, or a context -- pygolang's, or any object with
+    .deadline() and, to be cancellable, .done() (a pygolang channel, or an
+    object with .wait(timeout) such as threading.Event) and .err(). Its
+    deadline is passed to Go; its cancellation is forwarded by a watcher
+    that lives as long as the call. Duck-typed: pygolang stays optional."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.go = None
+        self._stop = None
+
+    def __enter__(self):
+        ctx = self.ctx
+        dl = _deadline(ctx)
+        sec = 0 if dl is None else max(dl - time.time(), 1e-3)
+        self.go = _gox_ctx(sec)
+        done = getattr(ctx, "done", None) if ctx is not None and not isinstance(ctx, (int, float)) else None
+        if callable(done):
+            if _ctx_err(ctx) is not None:
+                self.go.Cancel()
+            else:
+                self._watch(done())
+        return self
+
+    def _watch(self, done):
+        gocx = self.go
+        if hasattr(done, "recv"):  # a pygolang channel
+            from golang import chan, go, select
+            stop = chan()
+
+            def watch():
+                i, _ = select(done.recv, stop.recv)
+                if i == 0:
+                    gocx.Cancel()
+
+            go(watch)
+            self._stop = stop.close
+        elif hasattr(done, "wait"):  # threading.Event-like
+            stop = threading.Event()
+
+            def watch():
+                while not stop.is_set():
+                    if done.wait(0.1):
+                        gocx.Cancel()
+                        return
+
+            threading.Thread(target=watch, name="wcfs-ctx", daemon=True).start()
+            self._stop = stop.set
+
+    def __exit__(self, *exc):
+        if self._stop is not None:
+            self._stop()
+        self.go.Cancel()
+
+    def call(self, f, *argv, errcls=None):
+        """call runs the Go function f(*argv, <Go ctx>) as _call does; an
+        error after the context was done wraps the context's error."""
+        try:
+            return _call(f, *argv, self.go, errcls=errcls or WCFSError)
+        except WCFSError as e:
+            e._cause = _ctx_err(self.ctx)
+            raise
+
+
+def _ctxcall(ctx, f, *argv, errcls=None):
+    """_ctxcall runs the Go function f(*argv, <Go ctx of ctx>): see _GoCtx."""
+    with _GoCtx(ctx) as gc:
+        return gc.call(f, *argv, errcls=errcls)
+
+
+def _gox_ctx(sec):
+    return _gopy.NewCtx(sec)
 
 
 # ---- fork ----
@@ -162,13 +274,42 @@ def _after_fork_in_child():
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# ---- the client: ours (Go), or wendelin.core's C++ one ----
+
+def _cxx_client():
+    """_cxx_client returns wendelin.core's C++ client module
+    (wendelin.wcfs.client._wcfs) when it is importable, i.e. when this module
+    is installed inside a wendelin.core tree in place of its
+    wendelin/wcfs/__init__.py; else None. $WENDELIN_WCFS_CLIENT=go forces our
+    Go client."""
+    if os.environ.get("WENDELIN_WCFS_CLIENT", "") == "go":
+        return None
+    try:
+        from .client import _wcfs
+    except ImportError as e:
+        if getattr(e, "name", None) not in (__name__ + ".client", __name__ + ".client._wcfs"):
+            log.debug("wcfs: wendelin.core's C++ client is not usable: %s", e)
+        return None
+    return _wcfs
+
+
+# With wendelin.core's C++ client, WCFS derives from its PyWCFS as the
+# reference's WCFS does: connect() is the C++ client's and gives its PyConn,
+# which wendelin.core's virtual memory layer (bigfile/_file_zodb.pyx,
+# wcfs/client/_wczsync.pyx) requires, and WatchLink is its PyWatchLink. The
+# gateway (join, start, stop, ...) stays ours (Go) either way.
+_cxx = _cxx_client()
+_WCFSBase = object if _cxx is None else _cxx.PyWCFS
+
+
 # ---- WCFS ----
 
-class WCFS:
+class WCFS(_WCFSBase):
     """WCFS is a filesystem-level connection to a joined wcfs server.
 
     Use join to get one and close to release it; it is also a context manager.
-    Raw files of the mount are accessed with _path/_read/_stat/_open.
+    Raw files of the mount are accessed with _path/_read/_stat/_open. With
+    wendelin.core's C++ client it is a PyWCFS (see _cxx_client).
 
     .mountpoint     path of the mount
     ._njoin         how many joins returned it and were not closed
@@ -195,8 +336,8 @@ class WCFS:
         """close releases one join. The last close closes the held .wcfs/zurl
         (and raises OSError if that fails, e.g. ENOTCONN after a server crash,
         the connection is released anyway); it never stops the server."""
-        if self._gowc is None:
-            return
+        if self._gowc is None or self._gowc.NJoin() <= 0:
+            return  # closed already: nothing to release (as the reference)
         try:
             _call(self._gowc.Close, errcls=_CloseError)
         except _CloseError as e:
@@ -252,12 +393,13 @@ class WCFS:
         """_open opens obj's file unbuffered."""
         return open(self._path(obj, at=at), mode, 0)
 
-    # ---- the client (wendelin_wcfs/_client.py) ----
+    # ---- the client (wendelin_wcfs/_client.py; PyWCFS's with the C++ client) ----
 
-    def connect(self, at):  # -> Conn
-        """connect returns a Conn viewing the database as of at (8-byte tid,
-        as ZODB's p64, or int): see Conn, FileH, Mapping."""
-        return _client.connect(self, at)
+    if _cxx is None:
+        def connect(self, at):  # -> Conn
+            """connect returns a Conn viewing the database as of at (8-byte
+            tid, as ZODB's p64, or int): see Conn, FileH, Mapping."""
+            return _client.connect(self, at)
 
 
 class _CloseError(WCFSError):
@@ -319,13 +461,57 @@ class Server:
     def stop(self, ctx=None):
         """stop stops the server: unmount; if that fails SIGTERM and abort of
         the FUSE connection; SIGQUIT; SIGKILL; lazy unmount; removal of the
-        mountpoint, within ctx: None (20 s), a timeout in seconds, or an object
-        with .deadline(). It runs once; later calls return at once."""
+        mountpoint, within ctx: None (20 s), a timeout in seconds, or a
+        context (pygolang's: its deadline and cancellation are honoured). It
+        runs once; later calls return at once."""
         self._stop(ctx)
 
-    def _stop(self, ctx, _onstuck=None):
+    def _stop(self, ctx, _on_wcfs_stuck=None, _on_fs_busy=None, _on_last_unmount_try=None):
+        """_stop is stop with the reference's hooks (wendelin.core's tests use
+        them): _on_wcfs_stuck() when the server does not exit even after
+        SIGKILL; _on_fs_busy() when processes still use the mount after the
+        server exited (by default they are logged, never killed);
+        _on_last_unmount_try(mountpoint) instead of the last unmount (lazy by
+        default) of a mount still there. The first exception a hook raises
+        is raised once the stop is over."""
+        hooks = {"stuck": _on_wcfs_stuck, "busy": _on_fs_busy, "lastunmount": _on_last_unmount_try}
+        mask = 0
+        for bit, name in ((_gopy.HookStuck, "stuck"), (_gopy.HookBusy, "busy"),
+                          (_gopy.HookLastUnmountTry, "lastunmount")):
+            if hooks[name] is not None:
+                mask |= bit
         try:
-            _call(self._gosrv.Stop, _timeout(ctx))
+            with _GoCtx(ctx) as gc:
+                if mask == 0:
+                    gc.call(self._gosrv.Stop)
+                    return
+                run = self._gosrv.StopHooked(gc.go, mask)
+                hookexc = None
+                while True:
+                    try:
+                        ev = _call(run.Next)
+                    except WCFSError:
+                        if hookexc is not None:
+                            raise hookexc
+                        raise
+                    if ev == "":
+                        break
+                    name, _, arg = ev.partition("\n")
+                    err = ""
+                    try:
+                        if name == "stuck":
+                            hooks[name]()
+                        elif name == "busy":
+                            hooks[name]()
+                        else:
+                            hooks[name](arg)
+                    except BaseException as e:  # noqa: BLE001 (raised after the stop)
+                        hookexc = hookexc or e
+                        err = "%s: %s" % (name, e)
+                    finally:
+                        run.Resume(err)
+                if hookexc is not None:
+                    raise hookexc
         finally:
             with self._mu:
                 if self._fuseabort_f is not None:
@@ -410,19 +596,24 @@ def serve(zurl, optv, exec_=False, _tstartingq=None):
     """serve runs a wcfs server for ZODB at zurl in the foreground with
     options optv, until it exits; with exec_ this process becomes the server.
     It raises RuntimeError("wcfs: serve <zurl>: already running ...") if one
-    runs."""
+    runs. _tstartingq (for tests) is closed once the server is about to be
+    run: nothing runs for zurl any more, a stale mount was cleaned."""
     if exec_:
         sys.stdout.flush()
         sys.stderr.flush()
-    if _tstartingq is not None:
-        _tstartingq.close()
-    _call(_gopy.Serve, zurl, json.dumps(list(optv)), _environ(), bool(exec_))
+    run = _call(_gopy.ServeAsync, zurl, json.dumps(list(optv)), _environ(), bool(exec_))
+    try:
+        _call(run.WaitStarting)
+    finally:
+        if _tstartingq is not None:
+            _tstartingq.close()
+    _call(run.Wait)
 
 
 def stop(zurl, ctx=None):
     """stop stops the wcfs server for zurl, whoever started it (see
     Server.stop). Nothing mounted is not an error."""
-    _call(_gopy.Stop, zurl, _timeout(ctx))
+    _ctxcall(ctx, _gopy.Stop, zurl)
 
 
 def status(zurl):
@@ -443,9 +634,15 @@ def _wcfs_exe():
     return os.path.join(os.path.dirname(__file__), "wcfs")
 
 
-def _mntpt_4zurl(zurl):
-    """_mntpt_4zurl returns the mountpoint of zurl (it creates nothing)."""
+def _mountpoint(zurl):
+    """_mountpoint returns the mountpoint of zurl; it creates nothing."""
     return _call(_gopy.Mountpoint, zurl)
+
+
+def _mntpt_4zurl(zurl):
+    """_mntpt_4zurl returns the mountpoint of zurl and, as the reference's
+    does, makes sure the directory exists (creating /dev/shm/wcfs if needed)."""
+    return _call(_gopy.MakeMountpoint, zurl)
 
 
 def _optv_with_wcfs_defaults(optv):
@@ -474,7 +671,7 @@ def _fuse_unmount(mntpt, *optv):
 def _waitmount(ctx, zurl, mntpt):  # -> file
     """_waitmount waits (within ctx) until a server for zurl serves at mntpt
     and returns its .wcfs/zurl opened. It waits on mount table changes."""
-    fd = _call(_gopy.WaitMount, zurl, mntpt, _timeout(ctx))
+    fd = _ctxcall(ctx, _gopy.WaitMount, zurl, mntpt)
     return open(fd, "r")
 
 
@@ -487,50 +684,97 @@ def _rmdir_ifexists(path):
 
 
 def _ready(ch):
-    """_ready reports whether ch is ready: a threading.Event that is set, a
-    context-like object that is done, or a pygolang channel with data."""
+    """_ready reports whether ch is ready: a pygolang channel with data (or
+    closed), a threading.Event that is set, or a context-like object that is
+    done."""
+    if hasattr(ch, "recv"):
+        from golang import default, select  # pygolang, only if the caller uses it
+        i, _ = select(default, ch.recv)
+        return bool(i)
     if hasattr(ch, "is_set"):
         return ch.is_set()
     if hasattr(ch, "err") and callable(ch.err):
         return ch.err() is not None
-    from golang import select, default  # pygolang, only if the caller uses it
-    _, _rx = select(default, ch.recv)
-    return bool(_)
+    raise TypeError("wcfs: _ready: want a channel, an Event or a context, not %r" % (ch,))
+
+
+class _DeadlineExceeded(TimeoutError):
+    """A wait with a deadline of seconds (no context) ran out."""
 
 
 def _waitfor(ctx, condf):
     """_waitfor waits until condf() is true, checking every 10 ms, within ctx
-    (None: forever; a number of seconds; or an object with .deadline())."""
-    if ctx is None:
-        deadline = None
-    elif isinstance(ctx, (int, float)):
-        deadline = time.time() + ctx
-    else:
-        deadline = ctx.deadline()
-    while not condf():
+    (None: forever; a number of seconds; or a context, pygolang's or alike).
+    When ctx is done it raises ctx.err() (pygolang's context.canceled or
+    deadlineExceeded), or TimeoutError for a deadline without context."""
+    # a context with .err() says itself when it is done (its timer and
+    # time.time() may disagree by a bit); else the deadline is ours to check
+    deadline = None if callable(getattr(ctx, "err", None)) else _deadline(ctx)
+    while True:
+        err = _ctx_err(ctx)
+        if err is not None:
+            raise err
+        if condf():
+            return
         if deadline is not None and time.time() >= deadline:
-            raise TimeoutError("wcfs: deadline exceeded")
+            raise _DeadlineExceeded("wcfs: deadline exceeded")
         time.sleep(0.01)
 
 
+def _waitfor_(ctx, condf):  # -> ok
+    """_waitfor_ is _waitfor that returns whether condf() became true (False
+    if ctx was done first)."""
+    try:
+        _waitfor(ctx, condf)
+    except _DeadlineExceeded:
+        return False
+    except Exception as e:
+        if e is _ctx_err(ctx) or (_golang is not None and _is_ctx_error(e)):
+            return False
+        raise
+    return True
+
+
+def _is_ctx_error(e):
+    """_is_ctx_error reports whether e is pygolang's context.canceled or
+    deadlineExceeded (or wraps one)."""
+    from golang import context, errors
+    return errors.Is(e, context.canceled) or errors.Is(e, context.deadlineExceeded)
+
+
+def _proc_isalive(proc):  # -> bool
+    """_proc_isalive reports whether proc runs: an object with .poll() (a
+    subprocess.Popen, a Server's ._proc), or with .pid (alive unless gone or
+    a zombie)."""
+    if hasattr(proc, "poll"):
+        return proc.poll() is None
+    try:
+        with open("/proc/%d/stat" % proc.pid) as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def _procwait(ctx, proc):
-    """_procwait waits within ctx until proc (with .poll()) exits."""
-    _waitfor(ctx, lambda: proc.poll() is not None)
+    """_procwait waits within ctx until proc exits (see _proc_isalive)."""
+    _waitfor(ctx, lambda: not _proc_isalive(proc))
 
 
 def _procwait_(ctx, proc):  # -> ok
     """_procwait_ is _procwait that returns whether proc exited in time."""
-    try:
-        _procwait(ctx, proc)
-    except TimeoutError:
-        return False
-    return True
+    return _waitfor_(ctx, lambda: not _proc_isalive(proc))
 
 
 _gopy.Configure(_wcfs_exe(), "")
 
 from . import _client  # noqa: E402 (uses the helpers above)
-from ._client import Conn, FileH, Mapping, WatchLink, PinReq  # noqa: E402
+
+if _cxx is None:
+    from ._client import Conn, FileH, Mapping, WatchLink, PinReq  # noqa: E402
+else:
+    Conn, FileH, Mapping = _cxx.PyConn, _cxx.PyFileH, _cxx.PyMapping
+    WatchLink, PinReq = _cxx.PyWatchLink, _cxx.PyPinReq
 
 
 # ---- command line ----
@@ -538,13 +782,56 @@ from ._client import Conn, FileH, Mapping, WatchLink, PinReq  # noqa: E402
 _usage_text = """\
 Wcfs serves WCFS filesystem for ZODB at zurl for wendelin.core .
 
-Usage: %(prog)s (serve|stop|status) [-h | wcfs.go options] zurl
+Usage: %(prog)s (serve|stop|status) [options] zurl
 
-  serve [options] zurl    run a server for zurl in the foreground
-                          (%(prog)s serve -h: the server's options)
-  stop zurl               stop the server for zurl
-  status zurl             check the server for zurl (exit status 1 if not ok)
+  %(prog)s serve [options] zurl
+        run a server for zurl in the foreground: this process becomes the
+        server (%(prog)s serve -h: its options)
+  %(prog)s stop zurl
+        stop the server for zurl, whoever started it
+  %(prog)s status zurl
+        check the server for zurl (exit status 1 if not ok)
+
+zurl is file:///path/to/data.fs (or the path of a FileStorage file; a relative
+path is relative to the current directory), zeo://host:port, neo://cluster@host:port
+or neos://...; the server is mounted at /dev/shm/wcfs/<sha1 of the normalized zurl>.
 """
+
+_serve_usage_text = """\
+Usage: %(prog)s serve [options] zurl
+
+Run a WCFS server for the ZODB database at zurl in the foreground, mounted at
+/dev/shm/wcfs/<sha1 of the normalized zurl>: this process becomes the server.
+Ctrl-C (SIGINT), SIGTERM or `%(prog)s stop zurl` stop it; it leaves nothing
+behind. $WENDELIN_CORE_WCFS_OPTIONS comes before the options given here.
+
+Options:
+"""
+
+
+def _server_options_help():
+    """_server_options_help returns the server's description of its options
+    (the part of `wcfs -h` after "Options:", without the options that the
+    gateway gives itself)."""
+    import subprocess
+
+    exe = _wcfs_exe()
+    try:
+        p = subprocess.run([exe, "-h"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    except OSError as e:
+        return "  (cannot run %s: %s)\n" % (exe, e)
+    lines = p.stdout.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip() == "Options:":
+            lines = lines[i + 1:]
+            break
+    out, skip = [], False
+    for line in lines:
+        if line.startswith("  -"):
+            skip = line.split()[0] in ("-mntpt.create",)
+        if not skip:
+            out.append(line)
+    return "".join(out)
 
 
 class _GlogFormatter(logging.Formatter):
@@ -561,31 +848,38 @@ class _GlogFormatter(logging.Formatter):
 
 
 def main(argv=None):
-    """main is the command line: wcfs (serve|stop|status) [options] zurl."""
+    """main is the command line: wcfs (serve|stop|status) [options] zurl.
+
+    Usage errors (what is wrong, then the usage) exit with status 2, a failure
+    of the command with status 1."""
     argv = sys.argv[1:] if argv is None else list(argv)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] not in ("-m", "-c", "") else "wcfs"
     if prog in ("__main__.py", "wcfs.py"):
         prog = "wcfs"
 
-    def usage(code):
-        print(_usage_text % {"prog": prog}, end="", file=sys.stdout if code == 0 else sys.stderr)
+    def usage(code, text=_usage_text):
+        print(text % {"prog": prog}, end="", file=sys.stdout if code == 0 else sys.stderr)
         sys.exit(code)
+
+    def usage_error(msg):
+        print("%s: %s\n" % (prog, msg), file=sys.stderr)
+        usage(2)
 
     if argv[:1] in (["-h"], ["--help"]):
         usage(0)
-    if len(argv) < 2:
-        usage(2)
+    if not argv:
+        usage_error("no command given: want serve, stop or status")
     cmd, args = argv[0], argv[1:]
     if cmd not in ("serve", "stop", "status"):
-        print("wcfs: unknown command %s" % json.dumps(cmd), file=sys.stderr)
-        sys.exit(2)
-    if cmd == "serve" and args[0] in ("-h", "--help"):
-        exe = _wcfs_exe()
-        os.execv(exe, [exe, "-h"])
+        usage_error("unknown command %s" % json.dumps(cmd))
+    if cmd == "serve" and args[:1] in (["-h"], ["--help"]):
+        print(_serve_usage_text % {"prog": prog} + _server_options_help(), end="")
+        sys.exit(0)
+    if not args or args[-1].startswith("-"):
+        usage_error("%s: no zurl given" % cmd)
     zurl, optv = args[-1], args[:-1]
     if cmd != "serve" and optv:
-        print("wcfs: %s takes no options (got %s)" % (cmd, " ".join(optv)), file=sys.stderr)
-        usage(2)
+        usage_error("%s takes no options, only the zurl (got %s)" % (cmd, " ".join(optv)))
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_GlogFormatter())

@@ -34,7 +34,7 @@ import os
 import sys as _sys
 import weakref
 
-from . import _call, _gopy, _timeout, log
+from . import _call, _ctxcall, _gopy, log
 
 _pkgname = __name__.rpartition(".")[0]
 
@@ -267,10 +267,32 @@ def _mapping_release(gomapping, key, addr, n):
 
 # ---- WatchLink ----
 
+def _bytes(text):
+    """_bytes returns a protocol message from Go as the reference's client
+    does: pygolang's bstr when pygolang is installed (bytes that also compare
+    equal to the same str), else bytes."""
+    b = _pkg()._golang_b
+    return b(text) if b is not None else text.encode("utf-8")
+
+
+def _text(x, what):
+    """_text returns a protocol message (bytes or str) as str for Go."""
+    if isinstance(x, (bytes, bytearray)):
+        try:
+            return bytes(x).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError("wcfs: %s: not UTF-8: %s" % (what, e)) from None
+    if isinstance(x, str):
+        return x
+    raise TypeError("wcfs: %s: want bytes or str, not %s" % (what, type(x).__name__))
+
+
 class PinReq:
     """PinReq is a request of the server on a watch link (a pin).
 
-    .foid   8 bytes;  .blk  int;  .at  8 bytes, or None for "@head";  .msg  str
+    .foid   8 bytes;  .blk  int;  .at  8 bytes, or None for "@head";
+    .msg    the request as received (bytes; pygolang's bstr with pygolang, as
+            the reference's)
     """
 
     def __init__(self, goreq):
@@ -279,7 +301,7 @@ class PinReq:
         self.blk = goreq.Blk()
         at = goreq.At()
         self.at = _p64(at) if at else None
-        self.msg = goreq.Msg()
+        self.msg = _bytes(goreq.Msg())
 
     def __repr__(self):
         return "<wcfs.PinReq %r>" % self.msg
@@ -290,9 +312,13 @@ _links = weakref.WeakSet()  # live WatchLinks, for fork
 
 class WatchLink(_Closable):
     """WatchLink is a raw watch link to the server (head/watch), for low-level
-    use and tests. ctx arguments: None (no deadline), seconds, or an object
-    with .deadline() (pygolang contexts work). In a forked child its calls
-    fail with "connection closed"."""
+    use and tests, with the reference's interface: messages are bytes (str is
+    accepted too; replies are pygolang's bstr with pygolang, as the
+    reference's), ctx arguments are contexts (pygolang's: deadline and
+    cancellation), None (no deadline) or seconds; errors are WCFSError (a
+    golang.error too with pygolang; after the context was done it wraps the
+    context's error). In a forked child its calls fail with "connection
+    closed"."""
 
     def __init__(self, wc):
         if _forked():
@@ -310,24 +336,24 @@ class WatchLink(_Closable):
     def __repr__(self):
         return "<wcfs.WatchLink %s fd%d>" % (self.wc.mountpoint, self._fd)
 
-    def sendReq(self, ctx, req):  # -> reply
-        """sendReq sends req (e.g. "watch <foid> @<at>") and returns the reply."""
+    def sendReq(self, ctx, req):  # -> reply (bytes)
+        """sendReq sends req (e.g. b"watch <foid> @<at>") and returns the reply."""
         self._check("sendReq")
-        return _call(self._gowl.SendReq, req, _timeout(ctx))
+        return _bytes(_ctxcall(ctx, self._gowl.SendReq, _text(req, "sendReq")))
 
     def recvReq(self, ctx):  # -> PinReq | None
         """recvReq returns the next request of the server, None once the server
         closed the link."""
         self._check("recvReq")
-        goreq = _call(self._gowl.RecvReq, _timeout(ctx))
+        goreq = _ctxcall(ctx, self._gowl.RecvReq)
         if goreq.EOF():
             return None
         return PinReq(goreq)
 
     def replyReq(self, ctx, req, reply):
-        """replyReq sends reply (e.g. "ack") to the server's request req."""
+        """replyReq sends reply (e.g. b"ack") to the server's request req."""
         self._check("replyReq")
-        _call(self._gowl.ReplyReq, req._goreq, reply, _timeout(ctx))
+        _ctxcall(ctx, self._gowl.ReplyReq, req._goreq, _text(reply, "replyReq"))
 
     def closeWrite(self):
         """closeWrite tells the server "bye"."""
@@ -341,9 +367,9 @@ class WatchLink(_Closable):
 
     @property
     def fatalv(self):
-        """fatalv lists the notices the server sent on stream 0."""
+        """fatalv lists the notices the server sent on stream 0 (bytes)."""
         self._check("fatalv")
-        return json.loads(_call(self._gowl.Fatalv))
+        return [m.encode("utf-8") for m in json.loads(_call(self._gowl.Fatalv))]
 
 
 # ---- fork ----

@@ -613,3 +613,32 @@ func TestOpenWatchLinkCtx(t *testing.T) {
 		t.Fatalf("Connect with a cancelled ctx: %v", err)
 	}
 }
+
+// Open of an oid that is no ZBigFile says why, not only "invalid argument"
+// (the server's reason, through the watch link), and leaves no watch.
+func TestOpenNotZBigFile(t *testing.T) {
+	t.Parallel()
+	e, at := newEnv(t, testBlksize, 1)
+	c := connect(t, e, at)
+	for _, tc := range []struct {
+		what   string
+		foid   zodb.Oid
+		reason string
+	}{
+		{"a missing object", 0xdeadbeef, fmt.Sprintf("invalid argument: no such object as of @%s", at)},
+		{"the root object", 0, "invalid argument: not a ZBigFile: class persistent.mapping.PersistentMapping"},
+	} {
+		_, err := c.Open(context.Background(), tc.foid)
+		if err == nil || !errors.Is(err, unix.EINVAL) || !strings.HasSuffix(err.Error(), tc.reason) {
+			t.Errorf("open of %s: %v; want EINVAL ending with %q", tc.what, err, tc.reason)
+		}
+	}
+	f, err := c.Open(context.Background(), e.foid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := serverStats(t, e); st["Watch"] != 1 {
+		t.Errorf("watches after two failed opens and one open: %d, want 1", st["Watch"])
+	}
+	f.Close()
+}

@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -91,6 +92,9 @@ func (f *FileH) open(ctx context.Context) (watched bool, err error) {
 	at := c.At()
 	headf, err := f.openHead(ctx, at)
 	if err != nil {
+		if errors.Is(err, unix.EINVAL) {
+			return f.whyInvalid(ctx, at, err)
+		}
 		return false, err
 	}
 	if refused, err := c.watch(ctx, f.foid, at, false); err != nil {
@@ -124,6 +128,34 @@ func (f *FileH) open(ctx context.Context) (watched bool, err error) {
 	close(f.ready)
 	return false, nil
 }
+
+// whyInvalid completes openErr, the EINVAL of an open of head/bigfile/<foid>
+// (no such object, not a ZBigFile), with the server's reason: a lookup logs
+// it on the server only, and the error reply to a watch of a file head/
+// does not serve says it. It returns whether the server may hold a watch
+// of the file (it became a ZBigFile meanwhile, or the link failed): the
+// caller's openFailed unwatches it.
+func (f *FileH) whyInvalid(ctx context.Context, at zodb.Tid, openErr error) (watched bool, err error) {
+	c := f.conn
+	refused, werr := c.watch(ctx, f.foid, at, false)
+	switch {
+	case werr == nil:
+		return true, openErr
+	case !refused:
+		if c.isClosed() {
+			return false, c.closedErr()
+		}
+		return true, openErr
+	}
+	if _, reason, ok := strings.Cut(werr.Error(), errUnknownFile+": "); ok {
+		return false, fmt.Errorf("%w: %s", openErr, reason)
+	}
+	return false, openErr
+}
+
+// errUnknownFile is the server's error for a watch of a file it does not
+// serve (the reference's text); the reason follows it after ": ".
+const errUnknownFile = "file not yet known to wcfs or is not a ZBigFile"
 
 // openHead opens head/bigfile/<foid>. If head/ does not show the file yet
 // and is behind at, it waits for head/at >= at and retries.

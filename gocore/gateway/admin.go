@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"wendelin.dev/wcfs/gocore/internal/startlock"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
 
@@ -25,51 +26,56 @@ import (
 type StartOptions struct {
 	Env     []string      // the caller's environment (nil: this process's)
 	Timeout time.Duration // readiness; 0: $WENDELIN_CORE_WCFS_START_TIMEOUT or the Gateway's
+	// OnStarting, if set, is called by Serve once it is going to run the
+	// server: nothing runs for the zurl, a stale mount was cleaned (the
+	// reference's serve(_tstartingq=)).
+	OnStarting func()
 }
 
 // Start starts a server for zurl with options optv (after
 // $WENDELIN_CORE_WCFS_OPTIONS) and returns once it serves. It fails with
 // ErrAlreadyRunning if a server runs; a stale mount is cleaned first.
 func (g *Gateway) Start(ctx context.Context, zurlStr string, optv []string, opt StartOptions) (*Server, error) {
-	srv, err := g.start(ctx, zurlStr, optv, opt)
+	z, err := zurl.Parse(zurlStr)
+	var srv *Server
+	if err == nil {
+		srv, err = g.start(ctx, z, optv, opt)
+	}
 	if err != nil {
 		return nil, opError("start", zurlStr, err)
 	}
 	return srv, nil
 }
 
-func (g *Gateway) start(ctx context.Context, zurlStr string, optv []string, opt StartOptions) (*Server, error) {
+func (g *Gateway) start(ctx context.Context, z zurl.ZURL, optv []string, opt StartOptions) (*Server, error) {
 	e := env(opt.Env)
 	timeout, err := g.startTimeout(e, opt.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	mntpt, lk, err := g.lockAbsent(ctx, zurlStr)
+	mntpt, lk, err := g.lockAbsent(ctx, z)
 	if err != nil {
 		return nil, err
 	}
 	defer lk.Unlock()
-	srv, _, err := g.spawn(ctx, zurlStr, mntpt, spawnOptions{env: e, optv: optv, timeout: timeout})
+	srv, _, err := g.spawn(ctx, z, mntpt, spawnOptions{env: e, optv: optv, timeout: timeout})
 	return srv, err
 }
 
 // lockAbsent takes the start lock of zurl's mountpoint and makes sure no
 // server runs there (cleaning a stale mount); it returns the mountpoint.
-func (g *Gateway) lockAbsent(ctx context.Context, zurlStr string) (string, *startLock, error) {
-	mntpt, err := g.Mountpoint(zurlStr)
-	if err != nil {
-		return "", nil, err
-	}
+func (g *Gateway) lockAbsent(ctx context.Context, z zurl.ZURL) (string, *startLock, error) {
+	mntpt := g.mountpoint(z)
 	lk, err := g.lockStart(ctx, mntpt)
 	if err != nil {
 		return "", nil, err
 	}
-	st, err := g.classify(ctx, zurlStr, mntpt, false)
+	st, err := g.classify(ctx, z, mntpt, false)
 	if err == nil && st.kind == stateRunning {
 		err = fmt.Errorf("%w (at %s)", ErrAlreadyRunning, mntpt)
 	}
 	if err == nil {
-		err = g.cleanStale(ctx, zurlStr, st)
+		err = g.cleanStale(ctx, z, st)
 	}
 	if err != nil {
 		lk.Unlock()
@@ -84,38 +90,43 @@ func (g *Gateway) lockAbsent(ctx context.Context, zurlStr string) (string, *star
 // it as a child with this process's stdio until it exits (ctx done: the
 // server is stopped).
 func (g *Gateway) Serve(ctx context.Context, zurlStr string, optv []string, exec bool, opt StartOptions) error {
-	if err := g.serve(ctx, zurlStr, optv, exec, opt); err != nil {
+	z, err := zurl.Parse(zurlStr)
+	if err == nil {
+		err = g.serve(ctx, z, optv, exec, opt)
+	}
+	if err != nil {
 		return opError("serve", zurlStr, err)
 	}
 	return nil
 }
 
-func (g *Gateway) serve(ctx context.Context, zurlStr string, optv []string, exec bool, opt StartOptions) error {
+func (g *Gateway) serve(ctx context.Context, z zurl.ZURL, optv []string, exec bool, opt StartOptions) error {
 	e := env(opt.Env)
-	g.infof("serving %s ...", zurlStr)
-	mntpt, lk, err := g.lockAbsent(ctx, zurlStr)
+	g.infof("serving %s ...", z)
+	mntpt, lk, err := g.lockAbsent(ctx, z)
 	if err != nil {
 		return err
 	}
+	if opt.OnStarting != nil {
+		opt.OnStarting()
+	}
 	if exec {
-		// the lock cannot be held across exec; the server refuses to mount
-		// over a mount that appears meanwhile
-		err := prepareMountpoint(mntpt)
+		// The lock cannot be held across exec: the server takes it again
+		// to create the mountpoint directory (-mntpt.create) and holds it
+		// until it serves; it removes the directory when it ends, be it a
+		// bad option, a missing database or Ctrl-C, and refuses to mount
+		// over a mount that appeared meanwhile.
 		lk.Unlock()
-		if err != nil {
-			return err
-		}
-		argv := append([]string{g.exe()}, e.serverOptions(optv)...)
-		argv = append(argv, zurlStr, mntpt)
-		err = syscall.Exec(argv[0], argv, e.list())
-		removeMountpoint(mntpt)
+		argv := append([]string{g.exe(), "-mntpt.create"}, e.serverOptions(optv)...)
+		argv = append(argv, z.StorageURL(), mntpt)
+		err := syscall.Exec(argv[0], argv, e.list())
 		return fmt.Errorf("exec %s: %w", argv[0], err)
 	}
 
 	timeout, err := g.startTimeout(e, opt.Timeout)
 	if err == nil {
 		var srv *Server
-		srv, _, err = g.spawn(ctx, zurlStr, mntpt, spawnOptions{env: e, optv: optv, timeout: timeout, foreground: true})
+		srv, _, err = g.spawn(ctx, z, mntpt, spawnOptions{env: e, optv: optv, timeout: timeout, foreground: true})
 		lk.Unlock()
 		if err != nil {
 			return err
@@ -146,16 +157,23 @@ func (g *Gateway) Stop(ctx context.Context, zurlStr string) error {
 	g.infof("stop %s ...", zurlStr)
 	ctx, cancel := withDefaultTimeout(ctx, orDefault(g.StopTimeout, DefaultStopTimeout))
 	defer cancel()
-	mntpt, err := g.Mountpoint(zurlStr)
+	z, err := zurl.Parse(zurlStr)
 	if err != nil {
 		return opError("stop", zurlStr, err)
 	}
+	mntpt := g.mountpoint(z)
+	// a file of another user at the lock path cannot keep us from stopping
+	// our server (Server.Stop goes on without the lock in any case)
 	lk, err := g.lockStart(ctx, mntpt)
-	if err != nil {
+	switch {
+	case errors.Is(err, startlock.ErrForeign):
+		g.warnf("wcfs: stop %s: %s; stopping without it", zurlStr, err)
+	case err != nil:
 		return opError("stop", zurlStr, err)
+	default:
+		defer lk.Unlock()
 	}
-	defer lk.Unlock()
-	srv, err := g.lookupServer(zurlStr, mntpt)
+	srv, err := g.lookupServer(z, mntpt)
 	if err != nil {
 		return opError("stop", zurlStr, err)
 	}
@@ -176,19 +194,19 @@ func (g *Gateway) Stop(ctx context.Context, zurlStr string) error {
 
 // lookupServer returns the server mounted at mntpt for zurl (its process
 // may be gone), nil if nothing is mounted, or an error for a foreign mount.
-func (g *Gateway) lookupServer(zurlStr, mntpt string) (*Server, error) {
+func (g *Gateway) lookupServer(z zurl.ZURL, mntpt string) (*Server, error) {
 	m, err := topMountAt(mntpt)
 	if err != nil || m == nil {
 		return nil, err
 	}
-	if err := m.checkOurs(zurlStr); err != nil {
+	if err := m.checkOurs(z); err != nil {
 		return nil, err
 	}
-	proc, err := findServer(m, zurlStr)
+	proc, err := findServer(m, z)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{g: g, zurl: m.Source, mntpt: mntpt, proc: proc, mount: m}, nil
+	return &Server{g: g, zurl: z, mntpt: mntpt, proc: proc, mount: m}, nil
 }
 
 // Check is one line of a status report.
@@ -214,10 +232,11 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 		c := Check{false, fmt.Sprintf(format, argv...)}
 		return append(checks, c), opError("status", zurlStr, errors.New(c.Msg))
 	}
-	mntpt, err := g.Mountpoint(zurlStr)
+	z, err := zurl.Parse(zurlStr)
 	if err != nil {
 		return fail("%s", err)
 	}
+	mntpt := g.mountpoint(z)
 	m, err := topMountAt(mntpt)
 	if err != nil {
 		return fail("mount table: %s", err)
@@ -225,7 +244,7 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 	if m == nil {
 		return fail("mount entry: nothing mounted at %s", mntpt)
 	}
-	if err := m.checkOurs(zurlStr); err != nil {
+	if err := m.checkOurs(z); err != nil {
 		return fail("mount entry: %s", err)
 	}
 	ok("mount entry: %s (source %q)", m, m.Source)
@@ -236,7 +255,7 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 		ok("FUSE connection %d: %s request(s) waiting", m.Minor, strings.TrimSpace(string(w)))
 	}
 
-	proc, err := findServer(m, zurlStr)
+	proc, err := findServer(m, z)
 	if err != nil {
 		return fail("server process: %s", err)
 	}
@@ -270,8 +289,8 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 	if err != nil {
 		return hung(".wcfs/zurl", err)
 	}
-	if !zurl.Equivalent(string(data), zurlStr) {
-		return fail(".wcfs/zurl: %q, want %q", data, zurlStr)
+	if !servesZurl(string(data), z) {
+		return fail(".wcfs/zurl: %q, want %q", data, z.StorageURL())
 	}
 	ok(".wcfs/zurl: %s", data)
 	_, data, err = g.readFileBounded(ctx, mntpt+"/.wcfs/stats", false)
@@ -290,6 +309,10 @@ func (g *Gateway) Status(ctx context.Context, zurlStr string) ([]Check, error) {
 // ends first. Spawned servers are waited for by their readiness
 // notification instead (see spawn); this is for servers started by others.
 func (g *Gateway) WaitMount(ctx context.Context, zurlStr, mntpt string) (*os.File, error) {
+	z, err := zurl.Parse(zurlStr)
+	if err != nil {
+		return nil, err
+	}
 	mi, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -311,7 +334,7 @@ func (g *Gateway) WaitMount(ctx context.Context, zurlStr, mntpt string) (*os.Fil
 			return nil, err
 		}
 		if m != nil {
-			st, err := g.classify(ctx, zurlStr, mntpt, true)
+			st, err := g.classify(ctx, z, mntpt, true)
 			if err != nil {
 				return nil, err
 			}

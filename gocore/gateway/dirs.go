@@ -5,23 +5,45 @@
 
 package gateway
 
+// The root of mountpoints and the mountpoint directories: see "Security of
+// the mount root" in the package doc.
+
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
+	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
 const rootMode = 0o777 | unix.S_ISVTX // shared by all users, like /tmp
 
-// ensureRoot makes sure root is a directory where this process can create
-// its mountpoints: created sticky and world-writable (mode 1777, whatever
-// the umask); an existing one must not be a symlink, must be writable by us
-// and, if another user owns it, be sticky (else that user could replace our
-// mountpoints); if we own it its mode is repaired.
-func ensureRoot(root string) error {
+// ensureRoot makes sure the root of mountpoints is a directory where this
+// process can create its mountpoints and where nobody else can rename,
+// replace or remove them:
+//
+//   - every directory above it (the path as given and with its symlinks
+//     resolved) is owned by root or by us and, if others may write to it,
+//     sticky;
+//   - the root itself is created sticky and world-writable (1777, whatever
+//     the umask); an existing one must be a directory (not a symlink) owned
+//     by root or by us; if we own it its mode is repaired;
+//   - one owned by another user is taken over by root (owner root, mode
+//     1777: that user keeps its own entries but can no longer rename ours)
+//     and refused by everybody else: the owner of a directory may rename
+//     any entry in it, sticky bit or not, so it could replace our
+//     mountpoint by a symlink between its creation and the mount.
+//
+// Paths under a root that passes these checks can be used as paths: nobody
+// but root and us can change what they name.
+func (g *Gateway) ensureRoot() error {
+	root := g.root()
+	if err := checkAncestors(root); err != nil {
+		return err
+	}
+	euid := os.Geteuid()
 	err := os.Mkdir(root, 0o700)
 	if err == nil {
 		if err := os.Chmod(root, os.ModeDir|os.ModeSticky|0o777); err != nil {
@@ -32,61 +54,97 @@ func ensureRoot(root string) error {
 	if !errors.Is(err, os.ErrExist) {
 		return err
 	}
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		var st unix.Stat_t
+		if unix.Lstat(root, &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return fmt.Errorf("%s is not a directory (mode %o): refusing to use it", root, st.Mode)
+		}
+		return &os.PathError{Op: "open", Path: root, Err: err}
+	}
+	defer unix.Close(fd)
 	var st unix.Stat_t
-	if err := unix.Lstat(root, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: root, Err: err}
+	if err := unix.Fstat(fd, &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: root, Err: err}
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("%s is not a directory (mode %o): refusing to use it", root, st.Mode)
-	}
-	if int(st.Uid) == os.Geteuid() {
-		if st.Mode&0o7777 != rootMode {
-			if err := os.Chmod(root, os.ModeDir|os.ModeSticky|0o777); err != nil {
+	mode := st.Mode & 0o7777
+	switch {
+	case int(st.Uid) == euid:
+		if mode != rootMode {
+			if err := unix.Fchmod(fd, rootMode); err != nil {
 				return fmt.Errorf("chmod %s: %w", root, err)
 			}
 		}
 		return nil
+	case euid == 0:
+		// take it over: through the descriptor, then check that it is still
+		// the directory at the path (its owner could rename it until now)
+		if err := unix.Fchown(fd, 0, 0); err != nil {
+			return fmt.Errorf("chown %s: %w", root, err)
+		}
+		if err := unix.Fchmod(fd, rootMode); err != nil {
+			return fmt.Errorf("chmod %s: %w", root, err)
+		}
+		var cur unix.Stat_t
+		if err := unix.Lstat(root, &cur); err != nil || cur.Dev != st.Dev || cur.Ino != st.Ino {
+			return fmt.Errorf("%s was replaced while root took it over from uid %d: refusing to use it", root, st.Uid)
+		}
+		g.warnf("wcfs: %s belonged to uid %d (mode %o): taken over (owner root, mode %o), "+
+			"since its owner could rename the mountpoints of others in it", root, st.Uid, mode, rootMode)
+		return nil
+	case st.Uid != 0:
+		return fmt.Errorf("%s belongs to uid %d, not to root or to uid %d: refusing to use it "+
+			"(its owner could replace our mountpoints); have it removed, or created by root with mode 1777", root, st.Uid, euid)
+	case mode&0o022 != 0 && mode&unix.S_ISVTX == 0:
+		return fmt.Errorf("%s (uid %d, mode %o) is writable by others but not sticky: refusing to use it", root, st.Uid, mode)
 	}
-	if st.Mode&unix.S_ISVTX == 0 && st.Mode&0o022 != 0 {
-		return fmt.Errorf("%s (uid %d, mode %o) is writable by others but not sticky: refusing to use it", root, st.Uid, st.Mode&0o7777)
-	}
-	if err := unix.Access(root, unix.W_OK|unix.X_OK); err != nil {
-		return fmt.Errorf("%s (uid %d, mode %o): cannot create mountpoints there: %w", root, st.Uid, st.Mode&0o7777, err)
+	if err := unix.Faccessat(fd, ".", unix.W_OK|unix.X_OK, unix.AT_EACCESS); err != nil {
+		return fmt.Errorf("%s (uid %d, mode %o): cannot create mountpoints there: %w", root, st.Uid, mode, err)
 	}
 	return nil
 }
 
-// prepareMountpoint creates the mountpoint directory (mode 0755), or checks
-// that an existing one is an empty directory of ours. The caller made sure
-// that nothing is mounted there (so the checks do not touch a FUSE mount).
-func prepareMountpoint(mntpt string) error {
-	err := os.Mkdir(mntpt, 0o755)
-	if err == nil || !errors.Is(err, os.ErrExist) {
-		return err
+// checkAncestors checks the directories above path (as given, and with
+// symlinks resolved): each must be owned by root or by us and, if others may
+// write to it, sticky, so that nobody else can rename or replace anything on
+// the way to path.
+func checkAncestors(path string) error {
+	dirs := ancestors(filepath.Dir(filepath.Clean(path)))
+	if real, err := filepath.EvalSymlinks(filepath.Dir(path)); err == nil {
+		dirs = append(dirs, ancestors(real)...)
 	}
-	var st unix.Stat_t
-	if err := unix.Lstat(mntpt, &st); err != nil {
-		return &os.PathError{Op: "lstat", Path: mntpt, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("%s exists and is not a directory (mode %o): refusing to mount there", mntpt, st.Mode)
-	}
-	if int(st.Uid) != os.Geteuid() {
-		return fmt.Errorf("%s exists and belongs to uid %d, not to uid %d: refusing to mount there", mntpt, st.Uid, os.Geteuid())
-	}
-	f, err := os.Open(mntpt)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	names, err := f.Readdirnames(1)
-	if len(names) > 0 {
-		return fmt.Errorf("%s is not empty (has %q): refusing to mount over it", mntpt, names[0])
-	}
-	if err != nil && err != io.EOF {
-		return err
+	euid := uint32(os.Geteuid())
+	for _, d := range dirs {
+		var st unix.Stat_t
+		if err := unix.Stat(d, &st); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue // the caller's mkdir will say so
+			}
+			return &os.PathError{Op: "stat", Path: d, Err: err}
+		}
+		if st.Uid != 0 && st.Uid != euid {
+			return fmt.Errorf("%s: %s belongs to uid %d, not to root or to uid %d: refusing to use it "+
+				"(its owner could replace what is in it)", path, d, st.Uid, euid)
+		}
+		if st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0 {
+			return fmt.Errorf("%s: %s (mode %o) is writable by others but not sticky: refusing to use it",
+				path, d, st.Mode&0o7777)
+		}
 	}
 	return nil
+}
+
+// ancestors returns dir and the directories above it, up to "/".
+func ancestors(dir string) []string {
+	var v []string
+	for {
+		v = append(v, dir)
+		up := filepath.Dir(dir)
+		if up == dir || !strings.HasPrefix(dir, "/") {
+			return v
+		}
+		dir = up
+	}
 }
 
 // removeMountpoint removes the mountpoint directory if it is there, ours and

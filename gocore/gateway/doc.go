@@ -7,11 +7,29 @@
 // behind the Python package wendelin.wcfs (join/start/serve/stop/status) and
 // its command line.
 //
-// There is one server per storage. It is mounted at
-// zurl.Mountpoint(zurl) = /dev/shm/wcfs/<sha1 of the normalized zurl>, so every
-// process finds it without coordination. A Gateway holds the per-process
-// state: the registry of joined servers (one WCFS per mountpoint with a join
-// count) and the configuration (server binary, timeouts, logger).
+// There is one server per storage. It is mounted at z.Mountpoint() =
+// /dev/shm/wcfs/<sha1 of the normalized zurl>, so every process finds it
+// without coordination. The exported calls take the zurl as given and parse
+// it once (zurl.Parse: a relative FileStorage path is resolved against this
+// process's working directory); everything below takes the zurl.ZURL, and the
+// server is given its StorageURL. A Gateway holds the per-process state: the
+// registry of joined servers (one WCFS per mountpoint with a join count) and
+// the configuration (server binary, timeouts, logger).
+//
+// # Security of the mount root
+//
+// The root of mountpoints is shared by all users (sticky, mode 1777).
+// Before anything is created in it (dirs.go), every directory above it must
+// be owned by root or by us (sticky where others may write), and the root
+// itself by root or by us: the owner of a directory may rename any entry in
+// it, so another owner could swap our mountpoint for a symlink between its
+// creation and the mount. Root takes over a root of another user (fchown and
+// fchmod through its descriptor, then checks it is still the one at the
+// path); other users refuse it. Under such a root, paths are safe to use as
+// paths. A file of another user at a lock path is removed where the kernel
+// allows, else a start fails and a stop goes on without the lock
+// (gocore/internal/startlock). Nothing mounted in the root is touched before
+// the mount table is read. docs/gateway.md has the table of rules.
 //
 // # Trust and classification
 //
@@ -55,13 +73,21 @@
 //
 // The server is spawned in its own session with cwd "/" and
 // NOTIFY_SOCKET pointing to an abstract unix datagram socket created for this
-// start (sd_notify protocol, the same a systemd Type=notify unit uses). Only
+// start (sd_notify protocol, the same a systemd Type=notify unit uses); it
+// closes the descriptors it inherited (gocore/cmd/wcfs), so that none of
+// the caller's stays open in a server that outlives it. Only
 // datagrams whose SCM_CREDENTIALS name the child are accepted. The starter
 // waits, without polling, for READY=1, for the child's exit (STATUS= and
 // ERRNO= sent before a startup failure become the error), for the context, or
 // for the start timeout ($WENDELIN_CORE_WCFS_START_TIMEOUT, default 60s); a
 // slow start gets the kernel stacks of the child logged and SIGQUIT (Go
-// goroutine dump to the server's stderr) before it is stopped. After READY
+// goroutine dump to the server's stderr) before it is stopped. Until it is
+// ready, what the server says it does (STATUS=, e.g. opening storage) and
+// the last line of its log are logged every 10s and put in the error of a
+// start that times out or is cancelled; the error of a server that exited
+// before it was ready has its STATUS= and what programs it ran wrote
+// (fusermount's reason). A user who is not root without read-write access
+// to /dev/fuse is told so before anything is spawned. After READY
 // the mount must be in the mount table as ours, .wcfs/zurl must read back the
 // zurl, and the FUSE connection's abort file
 // (/sys/fs/fuse/connections/<minor>/abort) is opened; any failure stops what
@@ -74,6 +100,17 @@
 // named in the error of a failed start and by Status, removed by a clean
 // Stop and by an -autoexit server ending normally. Servers log to stderr by
 // default, so nothing goes to $TMPDIR.
+//
+// # Leftovers
+//
+// A process killed while it holds a start lock leaves the lock file and
+// maybe an empty mountpoint directory. Every start lock taken sweeps the
+// root (sweep.go): a lock file of ours that nobody holds, an empty
+// mountpoint directory of ours with nothing mounted, are removed under their
+// lock, taken without waiting (a busy lock is somebody at work). Failed
+// starts keep the logs of the last keepLogs. Serve with exec cannot hold the
+// lock across the exec: the server creates and removes its mountpoint itself
+// (-mntpt.create).
 //
 // # Stop escalation
 //

@@ -39,6 +39,7 @@ const (
 	DefaultStartTimeout = 60 * time.Second
 	DefaultProbeTimeout = 10 * time.Second
 	DefaultStopTimeout  = 20 * time.Second
+	DefaultCloseTimeout = 5 * time.Second
 )
 
 // Gateway starts, joins and stops WCFS servers. Its exported fields are
@@ -57,6 +58,9 @@ type Gateway struct {
 	ProbeTimeout time.Duration
 	// StopTimeout is the budget of a stop whose context has no deadline.
 	StopTimeout time.Duration
+	// CloseTimeout bounds the wait of WCFS.Close for the server's answer
+	// to the FLUSH of .wcfs/zurl (see WCFS.Close).
+	CloseTimeout time.Duration
 	// Log receives what the gateway does (default slog.Default()).
 	Log *slog.Logger
 	// ServerOutput is the stdout and stderr of spawned servers (default:
@@ -124,7 +128,36 @@ func orDefault(d, def time.Duration) time.Duration {
 // Mountpoint returns the mountpoint of zurl under the Gateway's root. It
 // creates nothing.
 func (g *Gateway) Mountpoint(zurlStr string) (string, error) {
-	return zurl.MountpointIn(g.root(), zurlStr)
+	z, err := zurl.Parse(zurlStr)
+	if err != nil {
+		return "", err
+	}
+	return g.mountpoint(z), nil
+}
+
+// mountpoint returns the mountpoint of z under the Gateway's root.
+func (g *Gateway) mountpoint(z zurl.ZURL) string {
+	return z.MountpointIn(g.root())
+}
+
+// MakeMountpoint returns the mountpoint of zurl and makes sure the
+// directory exists, as the reference's _mntpt_4zurl does (its callers,
+// wendelin.core's tests among them, rely on it): the root is checked (or
+// created) as for a start, and the mountpoint directory is created if
+// missing. An existing one is left as it is, be something mounted there
+// or not (it is not looked into: a hung server cannot block this).
+func (g *Gateway) MakeMountpoint(zurlStr string) (string, error) {
+	mntpt, err := g.Mountpoint(zurlStr)
+	if err != nil {
+		return "", err
+	}
+	if err := g.ensureRoot(); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(mntpt, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", err
+	}
+	return mntpt, nil
 }
 
 // lockPath is the start lock of a mountpoint.

@@ -6,13 +6,16 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +25,8 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/internal/startlock"
 )
 
 // tlogWriter sends the gateway's log to the test log.
@@ -211,6 +216,9 @@ func TestChildEnv(t *testing.T) {
 
 func TestDirs(t *testing.T) {
 	needFUSE(t) // root: chown to another user
+	ensureRoot := func(root string) error {
+		return (&Gateway{Root: root, Log: slog.New(slog.NewTextHandler(tlogWriter{t}, nil))}).ensureRoot()
+	}
 	root := filepath.Join(t.TempDir(), "wcfs")
 	if err := ensureRoot(root); err != nil {
 		t.Fatal(err)
@@ -231,14 +239,32 @@ func TestDirs(t *testing.T) {
 	if err := ensureRoot(link); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("symlink root: %v", err)
 	}
+	// root takes over a root of another user, sticky or not
 	other := filepath.Join(filepath.Dir(root), "other")
 	os.Mkdir(other, 0o777)
 	os.Chmod(other, 0o777)
 	os.Chown(other, 65534, 65534)
-	if err := ensureRoot(other); err == nil || !strings.Contains(err.Error(), "not sticky") {
+	if err := ensureRoot(other); err != nil {
 		t.Errorf("foreign non-sticky root: %v", err)
 	}
+	if fi, _ := os.Lstat(other); fi.Mode() != os.ModeDir|os.ModeSticky|0o777 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("foreign root not taken over: %v uid %d", fi.Mode(), fi.Sys().(*syscall.Stat_t).Uid)
+	}
+	// a directory above the root that another user owns, or that others may
+	// write to without the sticky bit, is refused
+	up := filepath.Join(filepath.Dir(root), "up")
+	os.Mkdir(up, 0o755)
+	os.Chown(up, 65534, 65534)
+	if err := ensureRoot(filepath.Join(up, "wcfs")); err == nil || !strings.Contains(err.Error(), up+" belongs to uid 65534") {
+		t.Errorf("root under a directory of another user: %v", err)
+	}
+	os.Chown(up, 0, 0)
+	os.Chmod(up, 0o777)
+	if err := ensureRoot(filepath.Join(up, "wcfs")); err == nil || !strings.Contains(err.Error(), "writable by others but not sticky") {
+		t.Errorf("root under a world-writable directory: %v", err)
+	}
 
+	prepareMountpoint := startlock.MakeMountpoint
 	mp := filepath.Join(root, "m")
 	if err := prepareMountpoint(mp); err != nil {
 		t.Fatal(err)
@@ -334,9 +360,15 @@ func TestStartLockContext(t *testing.T) {
 	}
 	lk2.Unlock()
 
+	// a symlink is not followed: it is removed (ours to remove) and replaced
 	os.Symlink("/etc/passwd", path)
-	if _, err := lockStart(context.Background(), path, nil); err == nil {
-		t.Errorf("lock through a symlink succeeded")
+	lk3, err := lockStart(context.Background(), path, nil)
+	if err != nil || len(lk3.Removed) != 1 {
+		t.Fatalf("lock over a symlink: %v", err)
+	}
+	lk3.Unlock()
+	if st, err := os.Stat("/etc/passwd"); err != nil || !st.Mode().IsRegular() {
+		t.Errorf("/etc/passwd: %v", err)
 	}
 }
 
@@ -400,7 +432,7 @@ func TestForeignMountpointDir(t *testing.T) {
 	tg := newTGW(t, "ok")
 	z := tg.zurl("foreigndir")
 	mntpt, _ := tg.Mountpoint(z)
-	if err := ensureRoot(tg.Root); err != nil {
+	if err := tg.ensureRoot(); err != nil {
 		t.Fatal(err)
 	}
 	os.Mkdir(mntpt, 0o755)
@@ -556,7 +588,7 @@ func TestJoinAutostart(t *testing.T) {
 // Nothing of a failed start is left behind, and the error says why.
 func TestStartFailures(t *testing.T) {
 	for _, tc := range []struct{ mode, want string }{
-		{"fail", "exited with status 1 before it was ready: open file:///srv/gwtest/fail.fs: no such file or directory: no such file or directory"},
+		{"fail", "exited with status 1 before it was ready: open file:///srv/gwtest/fail.fs: no such file or directory"},
 		{"never-ready", "not ready within 1s (start timeout"},
 		{"wrong-zurl", `.wcfs/zurl != zurl  ("file:///somewhere/else.fs" != "file:///srv/gwtest/wrong-zurl.fs")`},
 		{"ready-no-mount", "reported ready, but nothing is mounted"},
@@ -571,6 +603,11 @@ func TestStartFailures(t *testing.T) {
 			_, err := tg.start(z)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "wcfs: start "+z+": ") {
 				t.Fatalf("error %v\nwant %q", err, tc.want)
+			}
+			// the server's STATUS names the errno already: its text is
+			// not repeated, and the errno is there for errors.Is
+			if tc.mode == "fail" && (strings.Count(err.Error(), "no such file or directory") != 1 || !errors.Is(err, syscall.ENOENT)) {
+				t.Errorf("error %q: want the errno's text once, and ENOENT", err)
 			}
 			tg.stopped(z, nil)
 		})
@@ -810,4 +847,108 @@ func TestWaitMountOverStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.stopLocked(context.Background())
+}
+
+// StopWith hands the steps after the server exited to the hooks, as the
+// reference's Server._stop(_on_fs_busy=, _on_last_unmount_try=) does for
+// wendelin.core's tests: a mount kept busy by this process is reported
+// (OnBusy, with this process among the holders) and unmounted by the hook.
+func TestStopHooks(t *testing.T) {
+	tg := newTGW(t, "ok")
+	z := tg.zurl("hooks")
+	srv, err := tg.start(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mntpt := srv.Mountpoint()
+	f, err := os.Open(mntpt + "/.wcfs/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var calls []string
+	hooks := StopHooks{
+		OnStuck: func() { calls = append(calls, "stuck") },
+		OnBusy: func(hv []Holder) {
+			for _, h := range hv {
+				if h.Pid == os.Getpid() {
+					calls = append(calls, "busy")
+					return
+				}
+			}
+			t.Errorf("OnBusy: this process (pid %d) is not among the holders %v", os.Getpid(), hv)
+		},
+		LastUnmountTry: func(m string) error {
+			calls = append(calls, "lastunmount "+m)
+			return tg.Unmount(context.Background(), m, true)
+		},
+	}
+	if err := srv.StopWith(context.Background(), hooks); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"busy", "lastunmount " + mntpt}; !slices.Equal(calls, want) {
+		t.Errorf("hooks called: %q, want %q", calls, want)
+	}
+	if m, _ := topMountAt(mntpt); m != nil {
+		t.Errorf("still mounted after the stop: %s", m)
+	}
+	if _, err := os.Lstat(mntpt); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("mountpoint left: %v", err)
+	}
+	// a second stop does nothing, hooks or not
+	if err := srv.StopWith(context.Background(), hooks); err != nil || len(calls) != 2 {
+		t.Errorf("second stop: %v, hooks %q", err, calls)
+	}
+}
+
+// A stop gives clients that are closing their files a moment before it
+// escalates: a client that closes its file a bit after the stop began sees
+// a clean stop (no abort of the FUSE connection, no signal to the server).
+func TestStopWaitsForClosingClients(t *testing.T) {
+	tg := newTGW(t, "ok")
+	var logbuf syncBuffer
+	tg.Log = slog.New(slog.NewTextHandler(io.MultiWriter(&logbuf, tlogWriter{t}), nil))
+	z := tg.zurl("closing")
+	srv, err := tg.start(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(srv.Mountpoint() + "/.wcfs/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond) // the stop's first unmount is busy
+		f.Close()
+		close(closed)
+	}()
+	if err := srv.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-closed
+	if log := logbuf.String(); strings.Contains(log, "abort FUSE connection") || strings.Contains(log, "kill -") {
+		t.Errorf("the stop escalated although the client let go:\n%s", log)
+	}
+	if st := srv.proc.exitStatus(); st != "status 0" {
+		t.Errorf("server: %s, want status 0", st)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

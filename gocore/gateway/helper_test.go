@@ -17,10 +17,15 @@ package gateway
 //
 // "lock <path> <log>" takes the start lock, appends "in <pid>" and
 // "out <pid>" to log around a short critical section, and releases it.
+// "lock-and-die <mountpoint>" takes the start lock, makes the mountpoint,
+// says "locked" and waits to be killed. "ensureroot <root>" and "start
+// <root> <zurl> <server>" run ensureRoot and Start as whoever runs them (the
+// tests' second user).
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -32,6 +37,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"wendelin.dev/wcfs/gocore/internal/startlock"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
 
@@ -63,6 +69,40 @@ func helperMain(h string, args []string) int {
 		fmt.Fprintf(log, "in %d\n", os.Getpid())
 		time.Sleep(5 * time.Millisecond)
 		fmt.Fprintf(log, "out %d\n", os.Getpid())
+		lk.Unlock()
+		return 0
+	case "ensureroot":
+		// ensureRoot of root args[0], as whoever runs this
+		if err := (&Gateway{Root: args[0]}).ensureRoot(); err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		fmt.Println("ok")
+		return 0
+	case "start":
+		// Start of zurl args[1] with root args[0] and server args[2]
+		g := &Gateway{Root: args[0], Exe: args[2], StartTimeout: 2 * time.Minute, Log: slog.New(slog.DiscardHandler)}
+		srv, err := g.Start(context.Background(), args[1], nil, StartOptions{})
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		srv.Stop(context.Background())
+		fmt.Println("started")
+		return 0
+	case "lock-and-die":
+		// a starter that dies holding the start lock of mountpoint
+		// args[0], after it made the directory
+		lk, err := lockStart(context.Background(), lockPath(args[0]), nil)
+		if err == nil {
+			err = startlock.MakeMountpoint(args[0])
+		}
+		if err != nil {
+			fmt.Println(err)
+			return 1
+		}
+		fmt.Println("locked")
+		time.Sleep(time.Hour)
 		lk.Unlock()
 		return 0
 	case "notify":

@@ -21,7 +21,7 @@ import (
 // server stays up.
 type WCFS struct {
 	g      *Gateway
-	zurl   string
+	zurl   zurl.ZURL
 	mntpt  string
 	f      *os.File // .wcfs/zurl
 	srv    *Server  // the server this join started, or nil
@@ -31,8 +31,8 @@ type WCFS struct {
 	proc  *process // protected by g.mu: the server found running (attach), once found
 }
 
-// Zurl returns the zurl of the first join.
-func (w *WCFS) Zurl() string { return w.zurl }
+// Zurl returns the zurl of the first join, as given.
+func (w *WCFS) Zurl() string { return w.zurl.String() }
 
 // Mountpoint returns where the server is mounted.
 func (w *WCFS) Mountpoint() string { return w.mntpt }
@@ -56,7 +56,15 @@ func (w *WCFS) NJoin() int {
 
 // Close releases one join. The last Close removes w from the registry and
 // closes .wcfs/zurl; it never stops the server. The error of that close (e.g.
-// ENOTCONN after the server crashed) is returned, the release happens anyway.
+// ENOTCONN after the server crashed, as the reference reports it) is
+// returned, the release happens anyway.
+//
+// The close of .wcfs/zurl is the only close on the mount that sends the
+// server a FLUSH (every other file opens with FOPEN_NOFLUSH), which is how a
+// dead server shows (the kernel fails it with ENOTCONN at once). A server
+// that is alive but does not answer (stopped, hung) would make the close
+// wait for it: Close waits at most CloseTimeout, then returns nil, logs a
+// warning and lets the close finish in the background.
 func (w *WCFS) Close() error {
 	g := w.g
 	g.mu.Lock()
@@ -74,10 +82,20 @@ func (w *WCFS) Close() error {
 		w.proc = nil
 	}
 	g.mu.Unlock()
-	if last {
-		if err := w.f.Close(); err != nil {
+	if !last {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.f.Close() }()
+	timeout := orDefault(g.CloseTimeout, DefaultCloseTimeout)
+	select {
+	case err := <-done:
+		if err != nil {
 			return fmt.Errorf("wcfs: %s: close: %w", w.mntpt, err)
 		}
+	case <-time.After(timeout):
+		g.warnf("wcfs: %s: close of .wcfs/zurl: the server did not answer within %s "+
+			"(stopped or hung?); the close goes on in the background", w.mntpt, timeout)
 	}
 	return nil
 }
@@ -95,7 +113,11 @@ type JoinOptions struct {
 // with ErrNotRunning. A stale mount of a crashed server is cleaned first.
 // Anything else at the mountpoint is refused.
 func (g *Gateway) Join(ctx context.Context, zurlStr string, opt JoinOptions) (*WCFS, error) {
-	w, err := g.join(ctx, zurlStr, &opt)
+	z, err := zurl.Parse(zurlStr)
+	var w *WCFS
+	if err == nil {
+		w, err = g.join(ctx, z, &opt)
+	}
 	if err != nil {
 		return nil, opError("join", zurlStr, err)
 	}
@@ -106,7 +128,11 @@ func (g *Gateway) Join(ctx context.Context, zurlStr string, opt JoinOptions) (*W
 // where Join would start a server or fail with ErrNotRunning. It needs no
 // environment, which spares callers to build one on the common path.
 func (g *Gateway) JoinRunning(ctx context.Context, zurlStr string) (*WCFS, error) {
-	w, err := g.join(ctx, zurlStr, nil)
+	z, err := zurl.Parse(zurlStr)
+	var w *WCFS
+	if err == nil {
+		w, err = g.join(ctx, z, nil)
+	}
 	if err != nil {
 		return nil, opError("join", zurlStr, err)
 	}
@@ -114,11 +140,8 @@ func (g *Gateway) JoinRunning(ctx context.Context, zurlStr string) (*WCFS, error
 }
 
 // join is Join, or JoinRunning if opt is nil.
-func (g *Gateway) join(ctx context.Context, zurlStr string, opt *JoinOptions) (*WCFS, error) {
-	mntpt, err := g.Mountpoint(zurlStr)
-	if err != nil {
-		return nil, err
-	}
+func (g *Gateway) join(ctx context.Context, z zurl.ZURL, opt *JoinOptions) (*WCFS, error) {
+	mntpt := g.mountpoint(z)
 	if w := g.registered(mntpt); w != nil {
 		return w, nil
 	}
@@ -132,12 +155,12 @@ func (g *Gateway) join(ctx context.Context, zurlStr string, opt *JoinOptions) (*
 		return w, nil
 	}
 
-	st, err := g.classify(ctx, zurlStr, mntpt, true)
+	st, err := g.classify(ctx, z, mntpt, true)
 	if err != nil {
 		return nil, err
 	}
 	if st.kind == stateRunning {
-		return g.register(zurlStr, mntpt, st.f, nil, st.mount), nil
+		return g.register(z, mntpt, st.f, nil, st.mount), nil
 	}
 	if opt == nil {
 		return nil, nil
@@ -157,26 +180,26 @@ func (g *Gateway) join(ctx context.Context, zurlStr string, opt *JoinOptions) (*
 	}
 	defer lk.Unlock()
 	// somebody may have started it while we were waiting for the lock
-	st, err = g.classify(ctx, zurlStr, mntpt, true)
+	st, err = g.classify(ctx, z, mntpt, true)
 	if err != nil {
 		return nil, err
 	}
 	if st.kind == stateRunning {
-		return g.register(zurlStr, mntpt, st.f, nil, st.mount), nil
+		return g.register(z, mntpt, st.f, nil, st.mount), nil
 	}
-	if err := g.cleanStale(ctx, zurlStr, st); err != nil {
+	if err := g.cleanStale(ctx, z, st); err != nil {
 		return nil, err
 	}
 	timeout, err := g.startTimeout(e, opt.StartTimeout)
 	if err != nil {
 		return nil, err
 	}
-	srv, f, err := g.spawn(ctx, zurlStr, mntpt, spawnOptions{
+	srv, f, err := g.spawn(ctx, z, mntpt, spawnOptions{
 		env: e, optv: []string{"-autoexit"}, timeout: timeout, keep: true})
 	if err != nil {
 		return nil, err
 	}
-	return g.register(zurlStr, mntpt, f, srv, nil), nil
+	return g.register(z, mntpt, f, srv, nil), nil
 }
 
 // registered returns the registered WCFS of mntpt with one more join. A
@@ -226,14 +249,14 @@ func (w *WCFS) serverPid() int {
 // register registers a new WCFS for a server this process started (srv),
 // or one it attached to (srv nil, mount m), whose process is then looked up
 // in the background (the process table scan is kept off the join path).
-func (g *Gateway) register(zurlStr, mntpt string, f *os.File, srv *Server, m *Mount) *WCFS {
+func (g *Gateway) register(z zurl.ZURL, mntpt string, f *os.File, srv *Server, m *Mount) *WCFS {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.reg == nil {
 		g.reg = map[string]*WCFS{}
 	}
 	g.serialno++
-	w := &WCFS{g: g, zurl: zurlStr, mntpt: mntpt, f: f, srv: srv, serial: g.serialno, njoin: 1}
+	w := &WCFS{g: g, zurl: z, mntpt: mntpt, f: f, srv: srv, serial: g.serialno, njoin: 1}
 	g.reg[mntpt] = w
 	if srv == nil && m != nil {
 		go w.findServerProcess(m)
@@ -308,7 +331,7 @@ func (st mountState) describe(mntpt string) string {
 // classify tells the state of mntpt for zurl (see the package doc). Foreign
 // mounts, hung servers and unexpected errors are returned as errors. With
 // keep, a running server's .wcfs/zurl is returned open.
-func (g *Gateway) classify(ctx context.Context, zurlStr, mntpt string, keep bool) (mountState, error) {
+func (g *Gateway) classify(ctx context.Context, z zurl.ZURL, mntpt string, keep bool) (mountState, error) {
 	for retry := 0; ; retry++ {
 		m, err := topMountAt(mntpt)
 		if err != nil {
@@ -317,17 +340,17 @@ func (g *Gateway) classify(ctx context.Context, zurlStr, mntpt string, keep bool
 		if m == nil {
 			return mountState{kind: stateAbsent}, nil
 		}
-		if err := m.checkOurs(zurlStr); err != nil {
+		if err := m.checkOurs(z); err != nil {
 			return mountState{}, err
 		}
 		f, data, err := g.readFileBounded(ctx, mntpt+"/.wcfs/zurl", keep)
 		switch {
 		case err == nil:
-			if !zurl.Equivalent(string(data), zurlStr) {
+			if !servesZurl(string(data), z) {
 				if f != nil {
 					f.Close()
 				}
-				return mountState{}, fmt.Errorf("%s/.wcfs/zurl is %q, not %q: refusing to use it", mntpt, data, zurlStr)
+				return mountState{}, fmt.Errorf("%s/.wcfs/zurl is %q, not %q: refusing to use it", mntpt, data, z.StorageURL())
 			}
 			return mountState{kind: stateRunning, mount: m, f: f}, nil
 		case isDeadFUSE(err):
@@ -343,16 +366,16 @@ func (g *Gateway) classify(ctx context.Context, zurlStr, mntpt string, keep bool
 
 // cleanStale removes the stale mount of a dead server (state stateDead):
 // the server process, if any is left, is stopped as by Server.Stop.
-func (g *Gateway) cleanStale(ctx context.Context, zurlStr string, st mountState) error {
+func (g *Gateway) cleanStale(ctx context.Context, z zurl.ZURL, st mountState) error {
 	if st.kind != stateDead {
 		return nil
 	}
 	g.warnf("wcfs: %s: cleaning the stale mount of a dead server (%v)", st.mount.Point, st.cause)
-	proc, err := findServer(st.mount, zurlStr)
+	proc, err := findServer(st.mount, z)
 	if err != nil {
 		return err
 	}
-	srv := &Server{g: g, zurl: zurlStr, mntpt: st.mount.Point, proc: proc, mount: st.mount}
+	srv := &Server{g: g, zurl: z, mntpt: st.mount.Point, proc: proc, mount: st.mount}
 	sctx, cancel := withDefaultTimeout(ctx, orDefault(g.StopTimeout, DefaultStopTimeout))
 	defer cancel()
 	if err := srv.stopLocked(sctx); err != nil {

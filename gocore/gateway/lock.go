@@ -15,11 +15,32 @@ import (
 type startLock = startlock.Lock
 
 // lockStart takes the start lock of mntpt, creating the root if needed.
+// Files of other users found at the lock path and removed are logged.
 func (g *Gateway) lockStart(ctx context.Context, mntpt string) (*startLock, error) {
-	if err := ensureRoot(g.root()); err != nil {
+	if err := g.ensureRoot(); err != nil {
 		return nil, err
 	}
-	return lockStart(ctx, lockPath(mntpt), g.infof)
+	lk, err := lockStart(ctx, lockPath(mntpt), g.infof)
+	if err != nil {
+		return nil, err
+	}
+	for _, what := range lk.Removed {
+		g.warnf("wcfs: start lock %s: not a lock of ours: %s", lk.Path(), what)
+	}
+	g.sweep(mntpt)
+	return lk, nil
+}
+
+// lockStop takes the start lock of mntpt for Server.Stop, which goes on
+// without it (nil) when it cannot be taken: a stop must stop whatever is in
+// the way; the lock only keeps starters away meanwhile.
+func (g *Gateway) lockStop(ctx context.Context, mntpt, zurlStr string) *startLock {
+	lk, err := g.lockStart(ctx, mntpt)
+	if err != nil {
+		g.warnf("wcfs: stop %s: %s; stopping without it", zurlStr, err)
+		return nil
+	}
+	return lk
 }
 
 // lockStart takes the start lock at path, waiting as long as ctx allows.

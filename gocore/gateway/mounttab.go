@@ -92,17 +92,24 @@ func (m *Mount) stillTop() (bool, error) {
 }
 
 // checkOurs returns an error describing why m is not a WCFS mount this
-// process may use for zurlStr: fstype, owner and source (a zurl equivalent
-// to zurlStr) must all match.
-func (m *Mount) checkOurs(zurlStr string) error {
+// process may use for z: fstype, owner and source (a zurl equivalent to z)
+// must all match.
+func (m *Mount) checkOurs(z zurl.ZURL) error {
 	if m.FSType != FSType {
 		return fmt.Errorf("%s is a %s mount (source %q), not a wcfs server: refusing to use it", m.Point, m.FSType, m.Source)
 	}
 	if uid := os.Geteuid(); m.UserID != uid {
 		return fmt.Errorf("%s is a wcfs mount of uid %d, not of uid %d: refusing to use it", m.Point, m.UserID, uid)
 	}
-	if !zurl.Equivalent(m.Source, zurlStr) {
+	if !servesZurl(m.Source, z) {
 		return fmt.Errorf("%s is a wcfs mount serving %q: refusing to use it", m.Point, m.Source)
 	}
 	return nil
+}
+
+// servesZurl reports whether a server's zurl (its mount source, its
+// .wcfs/zurl), which is absolute, designates the storage z.
+func servesZurl(served string, z zurl.ZURL) bool {
+	s, err := zurl.ParseIn(served, "/")
+	return err == nil && s.Equivalent(z)
 }

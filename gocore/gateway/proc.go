@@ -137,16 +137,24 @@ func (p *process) release() {
 }
 
 // findServer finds the process serving mount m: uid equal to the mount's
-// user_id, argv ending in "ZURL MOUNTPOINT" with a zurl equivalent to
-// zurlStr, and an open /dev/fuse. It returns nil if there is none (it died).
-func findServer(m *Mount, zurlStr string) (*process, error) {
+// user_id, argv ending in "ZURL MOUNTPOINT" with a zurl (resolved in the
+// process's working directory) equivalent to z, and an open /dev/fuse. It
+// returns nil if there is none (it died).
+func findServer(m *Mount, z zurl.ZURL) (*process, error) {
 	procs, err := procfs.AllProcs()
 	if err != nil {
 		return nil, fmt.Errorf("process table: %w", err)
 	}
 	match := func(p procfs.Proc) bool {
 		argv, err := p.CmdLine()
-		if err != nil || len(argv) < 3 || argv[len(argv)-1] != m.Point || !zurl.Equivalent(argv[len(argv)-2], zurlStr) {
+		if err != nil || len(argv) < 3 || argv[len(argv)-1] != m.Point {
+			return false
+		}
+		cwd, err := p.Cwd()
+		if err != nil {
+			return false
+		}
+		if pz, err := zurl.ParseIn(argv[len(argv)-2], cwd); err != nil || !pz.Equivalent(z) {
 			return false
 		}
 		st, err := p.NewStatus()

@@ -12,19 +12,23 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/internal/startlock"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // Server is a running WCFS server: one spawned by this process (Start,
 // Join with autostart), or one found running (Stop by zurl).
 type Server struct {
 	g     *Gateway
-	zurl  string
+	zurl  zurl.ZURL
 	mntpt string
 	proc  *process // nil if no server process was found (it died)
 	mount *Mount   // its mount, once known
@@ -37,8 +41,8 @@ type Server struct {
 	stopErr  error
 }
 
-// Zurl returns the zurl the server was started with.
-func (s *Server) Zurl() string { return s.zurl }
+// Zurl returns the zurl the server was started for, as given.
+func (s *Server) Zurl() string { return s.zurl.String() }
 
 // Mountpoint returns where the server is mounted.
 func (s *Server) Mountpoint() string { return s.mntpt }
@@ -97,11 +101,14 @@ type spawnOptions struct {
 // spawn starts a server for zurl at mntpt and waits until it serves. The
 // caller holds the start lock and made sure nothing is mounted at mntpt.
 // On failure whatever was started is stopped.
-func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptions) (*Server, *os.File, error) {
-	if err := ensureRoot(g.root()); err != nil {
+func (g *Gateway) spawn(ctx context.Context, z zurl.ZURL, mntpt string, o spawnOptions) (*Server, *os.File, error) {
+	if err := g.ensureRoot(); err != nil {
 		return nil, nil, err
 	}
-	if err := prepareMountpoint(mntpt); err != nil {
+	if err := checkFUSEAccess(); err != nil {
+		return nil, nil, err
+	}
+	if err := startlock.MakeMountpoint(mntpt); err != nil {
 		return nil, nil, err
 	}
 	nl, err := listenNotify()
@@ -112,11 +119,15 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 	defer nl.Close()
 
 	exe := g.exe()
-	cmd := exec.Command(exe, append(o.env.serverOptions(o.optv), zurlStr, mntpt)...)
+	cmd := exec.Command(exe, append(o.env.serverOptions(o.optv), z.StorageURL(), mntpt)...)
 	cmd.Env = childEnv(o.env.list(), nl.Addr)
 	logp := ""
 	if o.foreground {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := g.retireServerLog(mntpt); err != nil {
+			removeMountpoint(mntpt)
+			return nil, nil, err
+		}
 	} else {
 		out := g.ServerOutput
 		if out == nil {
@@ -132,14 +143,14 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 		cmd.Dir = "/" // do not pin the caller's cwd
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	}
-	g.infof("starting for %s ...", zurlStr)
+	g.infof("starting for %s ...", z)
 	proc, err := startChild(cmd)
 	if err != nil {
 		removeMountpoint(mntpt)
 		return nil, nil, fmt.Errorf("spawn server: %w", err)
 	}
 	nl.Start(proc.pid)
-	srv := &Server{g: g, zurl: zurlStr, mntpt: mntpt, proc: proc, log: logp}
+	srv := &Server{g: g, zurl: z, mntpt: mntpt, proc: proc, log: logp}
 
 	f, err := func() (*os.File, error) {
 		if err := g.waitReady(ctx, srv, nl, o.timeout); err != nil {
@@ -156,6 +167,7 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 		}
 		if logp != "" {
 			err = fmt.Errorf("%w (server log: %s)", err, logp)
+			g.pruneLogs(mntpt)
 		}
 		return nil, nil, err
 	}
@@ -163,12 +175,20 @@ func (g *Gateway) spawn(ctx context.Context, zurlStr, mntpt string, o spawnOptio
 	return srv, f, nil
 }
 
+// progressEvery is how often a start that is not ready yet is reported.
+const progressEvery = 10 * time.Second
+
 // waitReady waits for READY=1 from the server, its exit, ctx or the timeout.
+// Until then it reports every progressEvery what the server says it does
+// (its STATUS=, e.g. "opening storage ...") and the last line of its log
+// (e.g. the storage client's connection errors); the error of a start that
+// failed or timed out says the same.
 func (g *Gateway) waitReady(ctx context.Context, srv *Server, nl *notifyListener, timeout time.Duration) error {
 	pid := srv.proc.pid
+	start := time.Now()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	slow := time.NewTimer(min(10*time.Second, timeout/2))
+	slow := time.NewTicker(min(progressEvery, timeout/2))
 	defer slow.Stop()
 	for {
 		select {
@@ -182,25 +202,108 @@ func (g *Gateway) waitReady(ctx context.Context, srv *Server, nl *notifyListener
 			if st.Status != "" {
 				msg += ": " + st.Status
 			}
+			if out := srv.outputLines(); out != "" {
+				msg += " (its output: " + out + ")"
+			}
 			if st.Errno != 0 {
-				return fmt.Errorf("%s: %w", msg, unix.Errno(st.Errno))
+				return &startError{msg, unix.Errno(st.Errno)}
 			}
 			return errors.New(msg)
 		case <-slow.C:
-			g.warnf("wcfs: start %s: server pid%d not ready after %s, waiting up to %s (%s)",
-				srv.zurl, pid, min(10*time.Second, timeout/2), timeout, nl.State().Status)
+			g.warnf("wcfs: start %s: server pid%d not ready after %s (start timeout %s)%s",
+				srv.zurl, pid, time.Since(start).Round(time.Second), timeout, srv.progress(nl.State()))
 		case <-deadline.C:
-			g.warnf("wcfs: start %s: server pid%d not ready within %s; its kernel stacks:\n%s",
-				srv.zurl, pid, timeout, kernelStacks(pid))
+			progress := srv.progress(nl.Close()) // what it said so far, drained
+			g.warnf("wcfs: start %s: server pid%d not ready within %s%s; its kernel stacks:\n%s",
+				srv.zurl, pid, timeout, progress, kernelStacks(pid))
 			g.warnf("-> kill -QUIT wcfs pid%d (goroutine dump to its stderr)", pid)
 			srv.proc.signal(unix.SIGQUIT)
 			srv.proc.wait(context.Background(), time.Second)
-			return fmt.Errorf("server pid%d not ready within %s (start timeout, see $%s); "+
-				"its goroutine dump went to its stderr", pid, timeout, EnvStartTimeout)
+			return fmt.Errorf("server pid%d not ready within %s (start timeout, see $%s)%s; "+
+				"its goroutine dump went to its stderr", pid, timeout, EnvStartTimeout, progress)
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for server pid%d to be ready: %w", pid, ctx.Err())
+			return fmt.Errorf("waiting for server pid%d to be ready%s: %w", pid, srv.progress(nl.Close()), ctx.Err())
 		}
 	}
+}
+
+// startError is the error of a server that exited before it was ready,
+// with the errno it reported: its message already says what the errno
+// means (so the errno's text is not repeated), errors.Is finds the errno.
+type startError struct {
+	msg   string
+	errno unix.Errno
+}
+
+func (e *startError) Error() string { return e.msg }
+func (e *startError) Unwrap() error { return e.errno }
+
+// progress describes what a server that is not ready yet is doing: its
+// STATUS= and the last line of its log, "" if nothing is known.
+func (s *Server) progress(st notifyState) string {
+	var v []string
+	if st.Status != "" {
+		v = append(v, st.Status)
+	}
+	if s.log != "" {
+		if tail, err := readLogTail(s.log, 1); err == nil && strings.TrimSpace(tail) != "" {
+			v = append(v, "its log ends with: "+strings.TrimSpace(tail))
+		}
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(v, "; ")
+}
+
+// outputLines returns the first lines of the server's log that are not log
+// records (glog lines): what programs it ran (fusermount), the Go runtime
+// (a panic) or the flag package wrote, which the server's STATUS= may not
+// say; "" if there are none or the output went elsewhere.
+func (s *Server) outputLines() string {
+	if s.log == "" {
+		return ""
+	}
+	text, err := readLogTail(s.log, 200)
+	if err != nil {
+		return ""
+	}
+	var v []string
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || glogLine.MatchString(line) {
+			continue
+		}
+		if v = append(v, line); len(v) == 3 {
+			break
+		}
+	}
+	return strings.Join(v, "; ")
+}
+
+// glogLine matches the header of a glog record: Lmmdd hh:mm:ss.uuuuuu.
+var glogLine = regexp.MustCompile(`^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d{6} `)
+
+// checkFUSEAccess fails with the reason when this process could not mount
+// a FUSE filesystem: a user who is not root mounts through fusermount,
+// which needs read and write access to /dev/fuse (root opens it anyway).
+func checkFUSEAccess() error {
+	const dev = "/dev/fuse"
+	if os.Geteuid() == 0 {
+		if _, err := os.Stat(dev); err != nil {
+			return fmt.Errorf("FUSE is not available: %w (is the fuse module loaded? in a container, is %s passed?)", err, dev)
+		}
+		return nil
+	}
+	if err := unix.Access(dev, unix.R_OK|unix.W_OK); err != nil {
+		what := "FUSE is not available"
+		var st unix.Stat_t
+		if unix.Stat(dev, &st) == nil {
+			what = fmt.Sprintf("uid %d may not use FUSE: %s is mode %o, owner uid %d, group %d", os.Geteuid(), dev, st.Mode&0o777, st.Uid, st.Gid)
+		}
+		return fmt.Errorf("%s: %w (mounting needs read and write access to %s)", what, &os.PathError{Op: "access", Path: dev, Err: err}, dev)
+	}
+	return nil
 }
 
 // verifyStarted checks a server that said it is ready: its mount is in the
@@ -222,11 +325,11 @@ func (s *Server) verifyStarted(ctx context.Context, keep bool) (*os.File, error)
 	if err != nil {
 		return nil, err
 	}
-	if string(data) != s.zurl {
+	if string(data) != s.zurl.StorageURL() {
 		if f != nil {
 			f.Close()
 		}
-		return nil, fmt.Errorf(".wcfs/zurl != zurl  (%q != %q)", data, s.zurl)
+		return nil, fmt.Errorf(".wcfs/zurl != zurl  (%q != %q)", data, s.zurl.StorageURL())
 	}
 	abort, err := os.OpenFile(m.AbortPath(), os.O_WRONLY, 0)
 	if err != nil {
@@ -247,14 +350,36 @@ func (s *Server) verifyStarted(ctx context.Context, keep bool) (*os.File, error)
 // calls return the first result. It takes the start lock of the mountpoint
 // so that nobody starts a server there meanwhile.
 func (s *Server) Stop(ctx context.Context) error {
+	return s.StopWith(ctx, StopHooks{})
+}
+
+// StopHooks let the caller of a stop take over some of its steps, as the
+// reference's Server._stop(ctx, _on_wcfs_stuck, _on_fs_busy,
+// _on_last_unmount_try) lets wendelin.core's tests do. Each nil hook keeps
+// the default. Hooks run on the stopping goroutine with the start lock held:
+// they must not start or stop a server of the same mountpoint (an unmount,
+// Gateway.Unmount, is fine).
+type StopHooks struct {
+	// OnStuck is called when the server does not exit even after SIGKILL
+	// (stuck in the kernel). Default: nothing more; the stop fails.
+	OnStuck func()
+	// OnBusy is called, once the server exited, with the processes that
+	// still use its mount. Default: they are logged (they get ENOTCONN on
+	// access once the mount is detached; clients are never killed).
+	OnBusy func(holders []Holder)
+	// LastUnmountTry replaces the last step for a mount still there after
+	// the server exited. Default: a lazy unmount (MNT_DETACH).
+	LastUnmountTry func(mntpt string) error
+}
+
+// StopWith is Stop with hooks (see StopHooks). Like Stop it runs at most
+// once per Server, whichever of the two is called first.
+func (s *Server) StopWith(ctx context.Context, hooks StopHooks) error {
 	s.stopOnce.Do(func() {
 		ctx, cancel := withDefaultTimeout(ctx, orDefault(s.g.StopTimeout, DefaultStopTimeout))
 		defer cancel()
-		lk, err := s.g.lockStart(ctx, s.mntpt)
-		if err != nil {
-			s.g.warnf("wcfs: stop %s: %s; stopping without it", s.zurl, err)
-		}
-		s.stopErr = s.stopLocked(ctx)
+		lk := s.g.lockStop(ctx, s.mntpt, s.zurl.String())
+		s.stopErr = s.stopLockedWith(ctx, hooks)
 		if s.stopErr == nil {
 			s.g.removeLogAfterStop(s.mntpt)
 		}
@@ -286,6 +411,11 @@ func (s *Server) currentMount() *Mount {
 
 // stopLocked is Stop with the start lock held (or not needed).
 func (s *Server) stopLocked(ctx context.Context) error {
+	return s.stopLockedWith(ctx, StopHooks{})
+}
+
+// stopLockedWith is stopLocked with hooks.
+func (s *Server) stopLockedWith(ctx context.Context, hooks StopHooks) error {
 	g := s.g
 	total := time.Second
 	if dl, ok := ctx.Deadline(); ok {
@@ -309,8 +439,13 @@ func (s *Server) stopLocked(ctx context.Context) error {
 
 	// 1. clean unmount; on failure SIGTERM + abort the FUSE connection
 	if m := s.currentMount(); m != nil {
-		uctx, cancel := stepCtx(share(0.1))
-		err := g.unmount(uctx, m, false)
+		// clients that are closing their files right now get a moment
+		// before the escalation (15% of the budget): a program stopping
+		// its server at exit while its own connections are being released
+		// (wendelin.core's tests do: their ZODB connections close their
+		// WCFS connections from other threads at the same time)
+		uctx, cancel := stepCtx(share(0.25))
+		err := g.unmountWithin(uctx, m, false, share(0.15))
 		cancel()
 		if err != nil {
 			g.warnf("%s", err)
@@ -338,6 +473,9 @@ func (s *Server) stopLocked(ctx context.Context) error {
 				if !s.proc.wait(context.Background(), share(0.2)) {
 					errv = append(errv, fmt.Errorf("server pid%d does not exit even after SIGKILL "+
 						"(stuck in the kernel?); its kernel stacks:\n%s", pid, kernelStacks(pid)))
+					if hooks.OnStuck != nil {
+						hooks.OnStuck()
+					}
 				}
 			}
 		}
@@ -352,12 +490,28 @@ func (s *Server) stopLocked(ctx context.Context) error {
 
 	// 3. detach what is still mounted: its users get ENOTCONN on access
 	if m := s.currentMount(); m != nil {
-		g.warnf("-> unmount -z %s", m.Point)
-		uctx, cancel := stepCtx(share(0.1))
-		if err := g.unmount(uctx, m, true); err != nil {
-			errv = append(errv, err)
+		if hooks.OnBusy != nil { // (who they are was logged by step 1)
+			hv, err := holders(m)
+			if err != nil {
+				g.warnf("%s: %s", m.Point, err)
+			}
+			if len(hv) > 0 {
+				hooks.OnBusy(hv)
+			}
 		}
-		cancel()
+		g.warnf("last unmount try")
+		if hooks.LastUnmountTry != nil {
+			if err := hooks.LastUnmountTry(m.Point); err != nil {
+				errv = append(errv, err)
+			}
+		} else {
+			g.warnf("-> unmount -z %s", m.Point)
+			uctx, cancel := stepCtx(share(0.1))
+			if err := g.unmount(uctx, m, true); err != nil {
+				errv = append(errv, err)
+			}
+			cancel()
+		}
 	}
 
 	// 4. remove the mountpoint directory, unless something is mounted there
@@ -377,7 +531,7 @@ func (s *Server) stopLocked(ctx context.Context) error {
 		if _, e := os.Lstat(logPath(s.mntpt)); e == nil {
 			err = fmt.Errorf("%w (server log: %s)", err, logPath(s.mntpt))
 		}
-		return opError("stop", s.zurl, err)
+		return opError("stop", s.zurl.String(), err)
 	}
 	return nil
 }

@@ -32,13 +32,10 @@ const logTailLines = 10
 // server ended) and replaced: unlinked, not truncated, since a process of
 // the previous server may still write to it.
 func (g *Gateway) createServerLog(mntpt string) (*os.File, error) {
+	if err := g.retireServerLog(mntpt); err != nil {
+		return nil, err
+	}
 	path := logPath(mntpt)
-	if tail, err := readLogTail(path, logTailLines); err == nil && tail != "" {
-		g.warnf("wcfs: %s: the previous server's log ends with:\n%s", path, tail)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("server log: %w", err)
-	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|os.O_APPEND|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("server log: %w", err)
@@ -46,9 +43,28 @@ func (g *Gateway) createServerLog(mntpt string) (*os.File, error) {
 	return f, nil
 }
 
+// retireServerLog logs the tail of the log a previous server of mntpt left
+// (it did not end normally) and removes it: a new server starts there, with
+// a log of its own (spawn) or its output elsewhere (serve).
+func (g *Gateway) retireServerLog(mntpt string) error {
+	path := logPath(mntpt)
+	if tail, err := readLogTail(path, logTailLines); err == nil && tail != "" {
+		g.warnf("wcfs: %s: the previous server's log ends with:\n%s", path, tail)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("server log: %w", err)
+	}
+	return nil
+}
+
 // readLogTail returns the last n lines of the log at path, if it is a
-// regular file of ours (another user may have put anything at the path).
+// regular file of ours (another user may have put anything at the path,
+// even mounted a filesystem over a file of theirs there: the mount table is
+// read first).
 func readLogTail(path string, n int) (string, error) {
+	if m, err := topMountAt(path); err != nil || m != nil {
+		return "", fmt.Errorf("%s: a mountpoint (%v)", path, err)
+	}
 	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return "", err

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,22 +47,56 @@ var errNotTop = errors.New("not the top mount there any more")
 // still the top mount at its point: an unmount by path acts on the top mount.
 // As root it calls umount2; otherwise it runs fusermount3 (or fusermount).
 // The call is bounded by ctx.
+// busyWait is how long unmount retries a busy mount: a mount can be busy
+// for a moment while its last users are letting go of it (seen with no
+// process holding anything right after the caller closed its last file of
+// the mount, on a loaded machine: the kernel drops a closed file's mount
+// reference after close(2) returns in some paths).
+const busyWait = 600 * time.Millisecond
+
 func (g *Gateway) unmount(ctx context.Context, m *Mount, lazy bool) error {
+	return g.unmountWithin(ctx, m, lazy, busyWait)
+}
+
+// unmountWithin is unmount that retries a busy mount for up to wait (with
+// backoff from 20 ms) before it reports it busy, naming its holders.
+func (g *Gateway) unmountWithin(ctx context.Context, m *Mount, lazy bool, wait time.Duration) error {
 	if ok, err := m.stillTop(); err != nil {
 		return err
 	} else if !ok {
 		return fmt.Errorf("unmount %s (mount %d): %w", m.Point, m.ID, errNotTop)
 	}
-	var err error
-	if os.Geteuid() == 0 {
+	umount := func() error {
+		if os.Geteuid() != 0 {
+			return fusermount(ctx, m.Point, lazy)
+		}
 		flags := unix.UMOUNT_NOFOLLOW
 		if lazy {
 			flags |= unix.MNT_DETACH
 		}
-		_, err = bounded(ctx, g, "umount "+m.Point, orDefault(g.ProbeTimeout, DefaultProbeTimeout),
+		_, err := bounded(ctx, g, "umount "+m.Point, orDefault(g.ProbeTimeout, DefaultProbeTimeout),
 			func() (struct{}, error) { return struct{}{}, unix.Unmount(m.Point, flags) }, nil)
-	} else {
-		err = fusermount(ctx, m.Point, lazy)
+		return err
+	}
+	var err error
+	deadline := time.Now().Add(wait)
+	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		err = umount()
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			break
+		}
+		select {
+		case <-time.After(min(delay, left)):
+		case <-ctx.Done():
+			left = 0
+		}
+		if left <= 0 {
+			break
+		}
 	}
 	if errors.Is(err, unix.EBUSY) {
 		hv, _ := holders(m)

@@ -32,6 +32,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 type benchParams struct {
@@ -170,7 +171,7 @@ func BenchmarkHistory(b *testing.B) {
 	ctx := context.Background()
 	p := benchDefault
 	path, foid := benchDB(b, p)
-	stor, err := zdata.OpenStorage(ctx, path)
+	stor, err := zdata.OpenStorage(ctx, zurl.MustParse(path))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // smallFixture opens ../shared/testdata/zodb/small.fs (relative to the
@@ -26,7 +27,7 @@ func smallFixture(ctx context.Context, t *testing.T) (zodb.IStorage, []zodb.Oid)
 		foidv = append(foidv, f.Oid)
 	}
 	slices.Sort(foidv)
-	stor, err := zdata.OpenStorage(ctx, path)
+	stor, err := zdata.OpenStorage(ctx, zurl.MustParse(path))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // commit is one database transaction: δZ.
@@ -49,7 +50,7 @@ func readCommits(ctx context.Context, t testing.TB, stor zodb.IStorage) []commit
 // and the oracle of files foidv.
 func openOracle(ctx context.Context, t testing.TB, path string, foidv []zodb.Oid) (zodb.IStorage, []commit, *oracle) {
 	t.Helper()
-	stor, err := zdata.OpenStorage(ctx, path)
+	stor, err := zdata.OpenStorage(ctx, zurl.MustParse(path))
 	if err != nil {
 		t.Fatal(err)
 	}

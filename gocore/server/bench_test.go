@@ -9,12 +9,15 @@ package server_test
 //	go test -run=NONE -bench=Server -benchtime=3x ./gocore/server
 //
 //   - ColdSeq: sequential read of a 512 MiB file (2 MiB blocks, ZBlk0) right
-//     after the server starts, against the data layer (zdata) loading the
-//     same blocks in-process without FUSE, one after another: LoadBlkInto
-//     into one reused buffer, and LoadBlkShared (no copy, what the server
-//     uses); the FileStorage is in the OS cache. Fresh servers with
-//     WCFS_NO_SPLICE=1 (page cache stores written from the map of data.fs)
-//     and WCFS_NO_MMAP=1 (blocks read by pread) read alongside.
+//     after the server starts (the default mode: reads load their blocks
+//     only), against the reference server (wendelin.core's wcfs.go:
+//     $WCFS_REF_BIN, or the one `make test-upstream` builds) and the data
+//     layer (zdata) loading the same blocks in-process without FUSE, one
+//     after another: LoadBlkInto into one reused buffer, and LoadBlkShared
+//     (no copy, what the server uses); the FileStorage is in the OS cache.
+//     Fresh servers with -prefetch=16M, WCFS_NO_SPLICE=1 (page cache
+//     stores written from the map of data.fs) and WCFS_NO_MMAP=1 (blocks
+//     read by pread) read alongside.
 //   - WarmSeq: the same read with the file in the page cache, against reading
 //     the same bytes from a tmpfs file.
 //   - Rand4K: random 4 KiB reads of the warm file, latency percentiles
@@ -32,6 +35,7 @@ import (
 	"io"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -45,6 +49,7 @@ import (
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // benchArgs returns the server flags from $WCFS_BENCH_ARGS.
@@ -53,10 +58,10 @@ func benchArgs(args ...string) []string {
 }
 
 // zfile opens the benchmark file in-process through the data layer.
-func zfile(b *testing.B, zurl string) (*zdata.ZConn, *zdata.ZBigFile, int64) {
+func zfile(b *testing.B, zurlStr string) (*zdata.ZConn, *zdata.ZBigFile, int64) {
 	b.Helper()
 	ctx := context.Background()
-	stor, err := zdata.OpenStorage(ctx, zurl)
+	stor, err := zdata.OpenStorage(ctx, zurl.MustParse(zurlStr))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -125,6 +130,78 @@ func readSeq(b *testing.B, path string, bufsize int) int64 {
 
 const seqBuf = 2 << 20 // read(2) size of sequential reads
 
+// timeRead reads path sequentially and returns how long it took; it fails
+// unless the read gave want bytes.
+func timeRead(b *testing.B, path string, want int64) time.Duration {
+	t0 := time.Now()
+	n := readSeq(b, path, seqBuf)
+	d := time.Since(t0)
+	if n != want {
+		b.Fatalf("%s: read %d bytes, want %d", path, n, want)
+	}
+	return d
+}
+
+// refBinary returns the reference server (wendelin.core's wcfs.go) to read
+// alongside: $WCFS_REF_BIN, else the one `make test-upstream` builds; "" if
+// there is none.
+func refBinary(b *testing.B) string {
+	if p := os.Getenv("WCFS_REF_BIN"); p != "" {
+		return p
+	}
+	p := filepath.Join(testdb.RepoRoot(b), ".upstream", "env", "wendelin.core", "wcfs", "wcfs.orig")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// refColdRead starts the reference server on zurl, reads file foid
+// sequentially through it and stops it; it returns the read's time. The
+// reference has no readiness notification: the mount table is polled. It
+// cleans up after itself (unmount, its process by pid, the directory) even
+// when the read fails.
+func refColdRead(b *testing.B, bin, zurl, foid string, size int64) time.Duration {
+	b.StopTimer()
+	mnt, err := os.MkdirTemp("", "wcfs-bench-ref-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.Remove(mnt)
+	cmd := exec.Command(bin, "-logtostderr", zurl, mnt)
+	var log strings.Builder
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		if wcfstest.IsMounted(mnt) {
+			unix.Unmount(mnt, 0)
+		}
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	}()
+	for deadline := time.Now().Add(time.Minute); !wcfstest.IsMounted(mnt); time.Sleep(10 * time.Millisecond) {
+		select {
+		case <-exited:
+			b.Fatalf("reference server exited before mounting:\n%s", log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("reference server not mounted within a minute:\n%s", log.String())
+		}
+	}
+	b.StartTimer()
+	return timeRead(b, filepath.Join(mnt, "head", "bigfile", foid), size)
+}
+
 func mbps(n int64, d time.Duration) float64 { return float64(n) / d.Seconds() / 1e6 }
 
 // BenchmarkServer runs the server benchmarks against one database.
@@ -139,25 +216,23 @@ func BenchmarkServer(b *testing.B) {
 	b.Run("ColdSeq", func(b *testing.B) {
 		ctx := zc.Ctx(context.Background())
 		dst := make([]byte, bs)
-		var twcfs, tnosplice, tpread, tzdata, tshared time.Duration
+		ref := refBinary(b)
+		if ref == "" {
+			b.Logf("no reference server (set $WCFS_REF_BIN, or make test-upstream builds one): not read")
+		}
+		var twcfs, tprefetch, tref, tnosplice, tpread, tzdata, tshared time.Duration
 		var nbytes int64
 		// a fresh server: the first read after start
-		coldRead := func(env string) time.Duration {
+		coldRead := func(env string, args ...string) time.Duration {
 			b.StopTimer()
 			warmOS(b, path)
 			if env != "" {
 				os.Setenv(env, "1")
 			}
-			srv := wcfstest.Start(b, zurl, benchArgs()...)
+			srv := wcfstest.Start(b, zurl, benchArgs(args...)...)
 			os.Unsetenv(env)
 			b.StartTimer()
-			headf := srv.Path("head", "bigfile", foid.String())
-			t0 := time.Now()
-			n := readSeq(b, headf, seqBuf)
-			d := time.Since(t0)
-			if n != size {
-				b.Fatalf("read %d bytes, want %d", n, size)
-			}
+			d := timeRead(b, srv.Path("head", "bigfile", foid.String()), size)
 			if err := srv.Stop(); err != nil {
 				b.Fatal(err)
 			}
@@ -168,9 +243,16 @@ func BenchmarkServer(b *testing.B) {
 			// cache: proactive reclaim evicts some of its pages between
 			// passes, and each pass would otherwise pay for what the pass
 			// before it left out (untimed)
-			twcfs += coldRead("")
-			tnosplice += coldRead("WCFS_NO_SPLICE") // stores written from the map
-			tpread += coldRead("WCFS_NO_MMAP")      // the server without the map of data.fs
+			twcfs += coldRead("")                      // the default: read blocks only
+			tprefetch += coldRead("", "-prefetch=16M") // prefetch
+			tnosplice += coldRead("WCFS_NO_SPLICE")    // stores written from the map
+			tpread += coldRead("WCFS_NO_MMAP")         // the server without the map of data.fs
+			if ref != "" {
+				b.StopTimer()
+				warmOS(b, path)
+				b.StartTimer()
+				tref += refColdRead(b, ref, zurl, foid.String(), size)
+			}
 			nbytes += size
 
 			b.StopTimer()
@@ -200,14 +282,21 @@ func BenchmarkServer(b *testing.B) {
 		}
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(mbps(nbytes, twcfs), "wcfs-MB/s")
+		b.ReportMetric(mbps(nbytes, tprefetch), "wcfs-prefetch-MB/s")
 		b.ReportMetric(mbps(nbytes, tnosplice), "wcfs-nosplice-MB/s")
 		b.ReportMetric(mbps(nbytes, tpread), "wcfs-nommap-MB/s")
 		b.ReportMetric(mbps(nbytes, tzdata), "zdata-MB/s")
 		b.ReportMetric(mbps(nbytes, tshared), "zdata-shared-MB/s")
 		b.ReportMetric(float64(tzdata)/float64(twcfs), "wcfs/zdata")
+		b.ReportMetric(float64(tprefetch)/float64(twcfs), "wcfs/wcfs-prefetch")
 		b.ReportMetric(float64(tzdata)/float64(tnosplice), "wcfs-nosplice/zdata")
 		b.ReportMetric(float64(tzdata)/float64(tpread), "wcfs-nommap/zdata")
 		b.ReportMetric(float64(tshared)/float64(twcfs), "wcfs/zdata-shared")
+		if ref != "" {
+			b.ReportMetric(mbps(nbytes, tref), "ref-MB/s")
+			b.ReportMetric(float64(tref)/float64(twcfs), "wcfs/ref")
+			b.ReportMetric(float64(tref)/float64(tprefetch), "wcfs-prefetch/ref")
+		}
 	})
 
 	srv := wcfstest.Start(b, zurl, benchArgs()...)

@@ -83,10 +83,10 @@ func (d *bigfileDir) OnForget() {
 // ZBigFile as of its view's revision.
 //
 // The kernel page cache is the only cache of file data. A FUSE read loads the
-// whole blocks it touches (concurrent reads of a block share one load) and
-// returns the requested part; the rest of each loaded block is then pushed
-// into the page cache asynchronously (uploadBlk). Until that upload is done
-// the loaded block stays in f.loads, so that reads of the rest of the block
+// whole blocks it touches (concurrent reads of a block share one load),
+// pushes the rest of each loaded block into the page cache (uploadBlk; see
+// upload) and returns the requested part. Until that upload is done the
+// loaded block stays in f.loads, so that reads of the rest of the block
 // arriving meanwhile do not load it again.
 type bigFile struct {
 	node
@@ -239,7 +239,7 @@ func (f *bigFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32
 	if f.rev != nil {
 		f.rev.opened(+1)
 	}
-	return &fileHandle{f}, fuse.FOPEN_KEEP_CACHE, 0
+	return &fileHandle{f}, fuse.FOPEN_KEEP_CACHE | noFlush, 0
 }
 
 func (f *bigFile) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
@@ -256,7 +256,12 @@ func (f *bigFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 	if err != nil {
 		return nil, errno(err, f.path()+": read")
 	}
-	defer leave()
+	left := false
+	defer func() {
+		if !left {
+			leave()
+		}
+	}()
 	if f.rev != nil {
 		f.rev.touch()
 	}
@@ -274,34 +279,49 @@ func (f *bigFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 	}
 	b0, b1 := off/bs, (end-1)/bs
 	f.readahead(b0, b1)
+	what := func() string { return fmt.Sprintf("%s: read [%d, %d)", f.path(), off, end) }
 
 	if b0 == b1 {
 		// within one block: reply straight from the block buffer, no copy
 		lo, hi := off-b0*bs, end-b0*bs
-		buf, err := f.block(ctx, zc, b0, lo, hi)
+		buf, up, err := f.block(ctx, zc, b0, lo, hi)
 		if err != nil {
-			return nil, errno(err, fmt.Sprintf("%s: read [%d, %d)", f.path(), off, end))
+			return nil, errno(err, what())
 		}
+		leave()
+		left = true
+		up.do()
 		return &blockResult{buf: buf, data: buf.data[lo:hi]}, 0
 	}
 
 	// several blocks: load them in parallel into dest
 	dest = dest[:end-off]
+	var upmu sync.Mutex
+	var ups []*upload
 	g, gctx := errgroup.WithContext(ctx)
 	for blk := b0; blk <= b1; blk++ {
 		g.Go(func() error {
 			blo, bhi := max(off, blk*bs), min(end, (blk+1)*bs) // part of [off, end) in blk
-			buf, err := f.block(gctx, zc, blk, blo-blk*bs, bhi-blk*bs)
+			buf, up, err := f.block(gctx, zc, blk, blo-blk*bs, bhi-blk*bs)
 			if err != nil {
 				return err
 			}
 			copy(dest[blo-off:bhi-off], buf.data[blo-blk*bs:])
 			buf.unref()
+			upmu.Lock()
+			ups = append(ups, up)
+			upmu.Unlock()
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, errno(err, fmt.Sprintf("%s: read [%d, %d)", f.path(), off, end))
+	err = g.Wait()
+	leave()
+	left = true
+	for _, up := range ups {
+		up.do() // even after a failure: uploads release their loads
+	}
+	if err != nil {
+		return nil, errno(err, what())
 	}
 	return fuse.ReadResultData(dest), 0
 }
@@ -309,13 +329,14 @@ func (f *bigFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off i
 // block returns the data of block blk as of f's view, with a reference
 // the caller must release, loading it unless a load is in progress or done
 // and not yet uploaded. [lo, hi) is the part of the block the caller
-// returns to the kernel: the rest is uploaded into the page cache after a
-// load.
+// returns to the kernel. The caller that loaded the block gets the upload of
+// the rest of it into the page cache to do (see upload; nil for others):
+// once it left the view, before it replies.
 //
 // The view must be entered. A caller waiting for another caller's load can
 // be interrupted (ctx); the load itself is not canceled by an interrupt,
 // since others may wait for it, only by the server's shutdown.
-func (f *bigFile) block(ctx context.Context, zc *zdata.ZConn, blk, lo, hi int64) (*blockBuf, error) {
+func (f *bigFile) block(ctx context.Context, zc *zdata.ZConn, blk, lo, hi int64) (*blockBuf, *upload, error) {
 	f.loadMu.Lock()
 	l := f.loads[blk]
 	owner := l == nil
@@ -327,42 +348,72 @@ func (f *bigFile) block(ctx context.Context, zc *zdata.ZConn, blk, lo, hi int64)
 	buf.ref() // the table's reference keeps it alive here
 	f.loadMu.Unlock()
 
+	var up *upload
 	if owner {
-		f.load(zc, blk, l, lo, hi)
+		up = f.load(zc, blk, l, lo, hi)
 	} else {
 		select {
 		case <-l.ready:
 		case <-ctx.Done():
 			buf.unref()
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 	}
 	if l.err != nil {
 		buf.unref()
-		return nil, l.err
+		return nil, nil, l.err
 	}
-	return buf, nil
+	return buf, up, nil
 }
 
-// load loads block blk into l (the view entered) and then schedules the
-// upload of the part of the block outside [lo, hi).
-func (f *bigFile) load(zc *zdata.ZConn, blk int64, l *blkLoad, lo, hi int64) {
-	if !f.loadOnly(zc, blk, l) {
+// upload is the upload of the rest of a block a read loaded: the parts of
+// the block outside what the read returns, stored into the page cache
+// before the read is answered. So a read of block N returns once block N
+// is in the page cache, and a sequential reader woken by the answer finds
+// the rest of the block there: it sends no more reads for it, which would
+// race with the store (the store waits for the pages the kernel locked for
+// them, and copies them again). Loading and storing only the block a read
+// touches is what the reference does (its tests check the page cache block
+// by block); other blocks are stored ahead only with -prefetch.
+//
+// It runs once the read left the view: the store waits for page locks,
+// which reads of the same block hold until they are answered, and those
+// reads need the view (see uploadBlk).
+type upload struct {
+	f      *bigFile
+	blk    int64
+	l      *blkLoad
+	ranges [][2]int64
+}
+
+// do stores the upload's ranges into the page cache (nothing if up is nil)
+// and releases the load.
+func (up *upload) do() {
+	if up == nil {
 		return
+	}
+	srv := up.f.server()
+	defer srv.uploads.Done()
+	defer up.l.buf.unref()
+	up.f.uploadBlk(up.blk, up.l, up.ranges)
+}
+
+// load loads block blk into l (the view entered) and returns the upload of
+// the part of the block outside [lo, hi), which the caller must do (nil if
+// there is nothing to upload or the load failed).
+func (f *bigFile) load(zc *zdata.ZConn, blk int64, l *blkLoad, lo, hi int64) *upload {
+	if !f.loadOnly(zc, blk, l) {
+		return nil
 	}
 	ranges := uploadRanges(lo, hi, f.blksize)
 	if len(ranges) == 0 {
 		f.dropLoad(blk, l)
-		return
+		return nil
 	}
 	srv := f.server()
 	l.buf.ref() // the upload's, released when it is done
 	srv.uploads.Add(1)
-	go func() {
-		defer srv.uploads.Done()
-		defer l.buf.unref()
-		f.uploadBlk(blk, l, ranges)
-	}()
+	return &upload{f: f, blk: blk, l: l, ranges: ranges}
 }
 
 // loadOnly loads block blk into l (the view entered) and publishes the
@@ -372,6 +423,7 @@ func (f *bigFile) loadOnly(zc *zdata.ZConn, blk int64, l *blkLoad) bool {
 	data, info, err := f.zfileFor().LoadBlkShared(zc.Ctx(ctx), blk)
 	if err == nil {
 		l.buf.shared, l.buf.data = data, data.Data
+		f.server().stats.Loaded.Add(1)
 	}
 	if err == nil && f.head != nil {
 		err = f.head.blockLoaded(ctx, f, blk, info)
@@ -426,22 +478,21 @@ func uploadRanges(lo, hi, blksize int64) [][2]int64 {
 	return r
 }
 
-// Prefetch of big blocks: the kernel reads ahead at most 128 KiB (a block
-// of 2 MiB is 16 such reads), and a block is loaded only when a read
-// reaches it. For a sequential reader the server loads and uploads the next
-// blocks meanwhile, in order, a few at a time (Server.prefetchSem), so that
-// the reader finds them in the page cache: it then sends no reads, and the
-// run goes on at its next read, at the end of what was prefetched.
-const (
-	prefetchMinBlksize = 512 << 10 // smaller blocks: kernel readahead suffices
-	prefetchBytes      = 16 << 20  // how far ahead of a read
-)
+// Prefetch of big blocks (Options.Prefetch, off by default): the kernel
+// reads ahead at most 128 KiB (a block of 2 MiB is 16 such reads), and a
+// block is loaded only when a read reaches it. With prefetch, for a
+// sequential reader the server loads and uploads the next blocks meanwhile,
+// in order, a few at a time (Server.prefetchSem), so that the reader finds
+// them in the page cache: it then sends no reads, and the run goes on at its
+// next read, at the end of what was prefetched.
+const prefetchMinBlksize = 512 << 10 // smaller blocks: kernel readahead suffices
 
 // readahead is called by reads of blocks [b0, b1]: if they continue a
 // sequential run, the blocks after it are prefetched.
 func (f *bigFile) readahead(b0, b1 int64) {
 	bs := f.blksize
-	if bs < prefetchMinBlksize {
+	window := f.server().opt.Prefetch
+	if window == 0 || bs < prefetchMinBlksize {
 		return
 	}
 	if f.head != nil && f.head.NoPrefetch != nil && f.head.NoPrefetch(f) {
@@ -450,7 +501,7 @@ func (f *bigFile) readahead(b0, b1 int64) {
 	f.seqMu.Lock()
 	from, to := int64(0), int64(-1)
 	if b0 >= f.seqLast && b0 <= f.seqNext {
-		from, to = max(b1+1, f.seqNext), b1+max(1, prefetchBytes/bs)
+		from, to = max(b1+1, f.seqNext), b1+max(1, window/bs)
 		f.seqNext = max(f.seqNext, to+1)
 	} else {
 		f.seqNext = b1 + 1
@@ -517,9 +568,12 @@ func (f *bigFile) prefetchEntry(blk int64) *blkLoad {
 }
 
 // uploadBlk pushes the given parts of loaded block blk into the kernel page
-// cache (FUSE NOTIFY_STORE). It runs outside FUSE handlers: the kernel keeps
-// the pages of a read locked while the read is served, and a store into
-// them from the read's handler would deadlock.
+// cache (FUSE NOTIFY_STORE). The kernel keeps the pages of a read locked
+// while the read is served, so it never stores into the pages of the read
+// it runs for (that would deadlock): the parts it is given are outside
+// them. It runs without the view lock held, since the reads whose pages it
+// may wait for need that lock; a commit waits for it (the upload
+// generation) only after releasing the lock.
 //
 // For head/ files the upload must not put data of an older revision into the
 // cache after a commit invalidated it: it proceeds only if the block is still

@@ -19,6 +19,14 @@
 // EINVAL, as are oids of objects that are not ZBigFiles or do not exist at
 // the view's revision; storage errors are EIO (errors.go, spec 1.8).
 //
+// The tree is read-only: every request that would change it, an attribute
+// or data (unlink, rmdir, rename, mkdir, mknod, create, symlink, link,
+// setattr, fallocate, copy_file_range, xattrs) is refused with EPERM in a
+// wrapper of the raw filesystem (readonly.go), as are write opens of
+// everything but the streams head/watch and .wcfs/debug/zhead.
+// Reads of those streams honour O_NONBLOCK (EAGAIN when there is nothing to
+// read: nonblock.go).
+//
 // # Read path (bigfile.go)
 //
 // The kernel page cache is the only cache of file data. A FUSE read of a
@@ -27,11 +35,14 @@
 // buffer, no copy), and replies with writev straight from the block buffer
 // (reads within one block). Block buffers are reference counted and
 // recycled (blockbuf.go). Concurrent reads of a block share one load
-// through the file's load table. After a load, the parts of the block the
-// read did not return are pushed into the page cache by a goroutine
-// (NOTIFY_STORE; never from the handler, whose pages the kernel keeps
-// locked), and the block leaves the load table once uploaded. A sequential
-// reader of big blocks gets the next blocks prefetched (readahead).
+// through the file's load table. After a load, the read leaves the head
+// view and pushes the parts of the block it does not return into the page
+// cache (NOTIFY_STORE; never into the read's own pages, which the kernel
+// keeps locked), then answers; the block leaves the load table once
+// uploaded. So a read of block N returns with block N cached, and loads and
+// caches nothing else, as the reference (see upload). With -prefetch a
+// sequential reader of big blocks also gets the next blocks loaded and
+// cached ahead (readahead).
 // A load is not canceled by the interrupt of the read that started it
 // (others may wait for it); waiting readers can be interrupted. A storage
 // error fails that read only (EIO).
@@ -141,7 +152,10 @@
 // started with -autoexit (by the gateway) removes its mountpoint directory
 // after unmounting itself, under the mountpoint's start lock
 // (gocore/internal/startlock, mountpoint.go), and the gateway's log of it if
-// it ends without error.
+// it ends without error. One started with -mntpt.create (python -m wcfs
+// serve) creates its mountpoint directory under that lock, holds the lock
+// until the mount serves, and removes the directory however it ends
+// (OwnMountpoint).
 //
 // # Isolation protocol (watch.go, pin.go, kill.go)
 //

@@ -135,8 +135,17 @@ func mapFile(t *testing.T, path string, length, blksize int64) *mapping {
 	if err := unix.Madvise(mem, unix.MADV_RANDOM); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Munmap(mem) })
-	return &mapping{mem: mem, blksize: blksize}
+	m := &mapping{mem: mem, blksize: blksize}
+	t.Cleanup(m.unmap)
+	return m
+}
+
+// unmap unmaps m (idempotent).
+func (m *mapping) unmap() {
+	if m.mem != nil {
+		unix.Munmap(m.mem)
+		m.mem = nil
+	}
 }
 
 // cached returns how many pages of block blk are in the page cache.

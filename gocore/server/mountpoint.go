@@ -6,7 +6,8 @@
 package server
 
 // The mountpoint: never mount over a mount, and leave no directory behind
-// after an -autoexit.
+// after an -autoexit, or, for a server that made its directory
+// (-mntpt.create), after any end.
 
 import (
 	"context"
@@ -67,7 +68,14 @@ const startLockWait = time.Second
 // directory is removed only if nothing is mounted there (rmdir fails on a
 // non-empty directory anyway).
 func (s *Server) cleanupSelfUnmounted(removeLog bool) {
-	mnt := s.opt.Mountpoint
+	removeMountpoint(s.opt.Mountpoint, removeLog)
+}
+
+// removeMountpoint is cleanupSelfUnmounted of the mountpoint mnt.
+func removeMountpoint(mnt string, removeLog bool) {
+	if _, err := os.Lstat(mnt); errors.Is(err, os.ErrNotExist) {
+		return // removed already (-autoexit and -mntpt.create)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), startLockWait)
 	defer cancel()
 	lk, err := startlock.Acquire(ctx, startlock.Path(mnt), nil)
@@ -88,6 +96,63 @@ func (s *Server) cleanupSelfUnmounted(removeLog bool) {
 		return
 	}
 	log.Infof("%s: mountpoint directory removed", mnt)
+}
+
+// OwnMountpoint is the mountpoint directory of a server that creates it
+// and removes it when it ends (wcfs -mntpt.create, as `python -m wcfs serve`
+// runs it: whatever ends the server, a bad zurl, a missing database,
+// Ctrl-C, leaves no directory behind).
+type OwnMountpoint struct {
+	path string
+	lk   *startlock.Lock // held from the creation until the mount serves
+}
+
+// CreateMountpoint creates the directory mnt (absolute) under its start
+// lock, or takes an empty one of ours, and keeps the lock until Serving or
+// Remove: the directory is created, mounted over or removed by the lock's
+// holder only (gocore/internal/startlock).
+func CreateMountpoint(ctx context.Context, mnt string) (*OwnMountpoint, error) {
+	lk, err := startlock.Acquire(ctx, startlock.Path(mnt), nil)
+	if err != nil {
+		return nil, fmt.Errorf("mountpoint %s: %w", mnt, err)
+	}
+	for _, what := range lk.Removed {
+		log.Warningf("start lock %s: not a lock of ours: %s", lk.Path(), what)
+	}
+	if err := checkNotMounted(mnt); err != nil {
+		lk.Unlock()
+		return nil, err
+	}
+	if err := startlock.MakeMountpoint(mnt); err != nil {
+		lk.Unlock()
+		return nil, fmt.Errorf("mountpoint: %w", err)
+	}
+	return &OwnMountpoint{path: mnt, lk: lk}, nil
+}
+
+// Serving releases the start lock once the mount serves.
+func (m *OwnMountpoint) Serving() {
+	if m.lk != nil {
+		m.lk.Unlock()
+		m.lk = nil
+	}
+}
+
+// Remove removes the directory when the server ends (under the start lock,
+// as after an -autoexit), unless something is mounted there.
+func (m *OwnMountpoint) Remove() {
+	if m.lk == nil {
+		removeMountpoint(m.path, false)
+		return
+	}
+	defer m.Serving()
+	if err := checkNotMounted(m.path); err != nil {
+		log.Infof("%s: mountpoint directory left in place: %s", m.path, err)
+		return
+	}
+	if err := unix.Rmdir(m.path); err != nil && !errors.Is(err, unix.ENOENT) {
+		log.Infof("%s: mountpoint directory left in place: rmdir: %s", m.path, err)
+	}
 }
 
 // removeOwnLog removes path if it is the file this process's stderr writes to.

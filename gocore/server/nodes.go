@@ -31,18 +31,16 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 var _ fs.NodeStatfser = (*node)(nil)
 
-// Flush: ENOSYS. Nothing is written through WCFS, so a close(2) has nothing
-// to flush; without a Flush of our own go-fuse answers every FLUSH with
-// success and the kernel keeps sending one, waiting for the reply, on every
-// close of every file of the mount. ENOSYS makes the kernel stop sending
-// them for the whole connection (and close succeed): a close no longer
-// waits for the server (a client's unpin, WCFS.Close of .wcfs/zurl on a
-// server that stopped answering).
-func (n *node) Flush(ctx context.Context, f fs.FileHandle) syscall.Errno {
-	return syscall.ENOSYS
-}
-
-var _ fs.NodeFlusher = (*node)(nil)
+// Flush. Nothing is written through WCFS, so a close(2) has nothing to
+// flush, and a close must not wait for the server (a client's unpin, a close
+// while the server is busy with the caller's own pin or stopped): every file
+// opens with FOPEN_NOFLUSH (noFlush), so the kernel sends no FLUSH on its
+// close, except .wcfs/zurl. The gateway holds .wcfs/zurl open while joined,
+// and its close reports a server that died (ENOTCONN), as the reference's
+// does: FLUSH is answered with success (go-fuse's default without a
+// NodeFlusher) and not ENOSYS, which would make the kernel stop sending
+// FLUSH for the whole connection.
+const noFlush = fuse.FOPEN_NOFLUSH
 
 // dir is a plain directory (/, .wcfs/, .wcfs/debug/): mode 0755.
 type dir struct {
@@ -107,8 +105,9 @@ func (r *rootNode) OnAdd(ctx context.Context) {
 
 	wcfs := r.NewPersistentInode(ctx, &dir{}, dirAttr)
 	r.AddChild(".wcfs", wcfs, false)
-	zurl := []byte(s.opt.ZURL)
+	zurl := []byte(s.opt.ZURL.StorageURL())
 	wcfs.AddChild("zurl", wcfs.NewPersistentInode(ctx, &smallFile{
+		flush:   true,
 		content: func() []byte { return zurl },
 	}, reg), false)
 	pintimeout := []byte(fmt.Sprintf("%.1f", s.opt.PinTimeout.Seconds()))
@@ -180,6 +179,7 @@ func (r *rootNode) nrevs() int { return r.srv.revs.len() }
 type smallFile struct {
 	node
 	dynamic bool
+	flush   bool // its close sends FLUSH (.wcfs/zurl: see noFlush)
 	content func() []byte
 	mtime   func() time.Time // nil: zero
 }
@@ -201,10 +201,14 @@ func (f *smallFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY {
 		return nil, 0, syscall.EPERM
 	}
+	fl := uint32(fuse.FOPEN_KEEP_CACHE)
 	if f.dynamic {
-		return nil, fuse.FOPEN_DIRECT_IO, 0
+		fl = fuse.FOPEN_DIRECT_IO
 	}
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	if !f.flush {
+		fl |= noFlush
+	}
+	return nil, fl, 0
 }
 
 func (f *smallFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {

@@ -8,16 +8,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
+
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // Options configure a Server. The zero value of every optional field means
 // "default" (see the constants below).
 type Options struct {
-	// ZURL is the storage URL exactly as given on the command line; it is
-	// also the mount source and the content of .wcfs/zurl.
-	ZURL string
+	// ZURL is the storage, parsed from the command line; its storage URL
+	// (the zurl as given, relative FileStorage paths resolved: see package
+	// zurl) is the mount source and the content of .wcfs/zurl.
+	ZURL zurl.ZURL
 
 	// Mountpoint is the directory to mount on. It must exist.
 	Mountpoint string
@@ -50,6 +52,16 @@ type Options struct {
 	// down (see zstor.go).
 	ZStorTimeout time.Duration
 
+	// Prefetch is how far ahead of a sequential reader of big blocks
+	// (>= 512 KiB) the server loads blocks and uploads them into the page
+	// cache, in bytes; 0 (the default) turns prefetch off: a read of block
+	// N loads and uploads block N only, as the reference server does.
+	// Prefetch makes cold sequential reads faster but loads storage data
+	// nobody asked for (network storages pay for it), leaves more in the
+	// page cache than was read, and is off anyway for files with a watch
+	// behind head (see watch.go).
+	Prefetch int64
+
 	// Status, if set, is told the server's state when it changes (the
 	// storage went down): the command sends it as sd_notify STATUS=.
 	Status func(state string)
@@ -69,11 +81,8 @@ var ErrUsage = errors.New("invalid usage")
 
 // normalize checks opt and fills defaults; Mountpoint becomes absolute.
 func (opt *Options) normalize() error {
-	if opt.ZURL == "" {
-		return fmt.Errorf("%w: empty zurl", ErrUsage)
-	}
-	if strings.ContainsAny(opt.ZURL, "\n\x00") {
-		return fmt.Errorf("%w: zurl %q contains a newline or NUL", ErrUsage, opt.ZURL)
+	if opt.ZURL.IsZero() {
+		return fmt.Errorf("%w: no zurl", ErrUsage)
 	}
 	if opt.Mountpoint == "" {
 		return fmt.Errorf("%w: empty mountpoint", ErrUsage)
@@ -112,6 +121,9 @@ func (opt *Options) normalize() error {
 	}
 	if opt.ZStorTimeout == 0 {
 		opt.ZStorTimeout = DefaultZStorTimeout
+	}
+	if opt.Prefetch < 0 {
+		return fmt.Errorf("%w: negative prefetch %d", ErrUsage, opt.Prefetch)
 	}
 	if opt.AutoExitGrace < 0 || opt.RevIdle < 0 || opt.OpenTimeout < 0 || opt.ZStorTimeout < 0 {
 		return fmt.Errorf("%w: negative duration", ErrUsage)

@@ -100,7 +100,7 @@ func Open(ctx context.Context, opt Options) (_ *Server, err error) {
 	s.db = zdata.NewDB(s.stor)
 	zhead, err := zdata.OpenConn(octx, s.db, at0)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", opt.ZURL, err)
+		return nil, fmt.Errorf("open %s: %w", opt.ZURL.StorageURL(), err)
 	}
 	s.head = newHeadView(s, zhead, history.New(s.stor, at0))
 	s.revs = &revViews{srv: s, byAt: make(map[zodb.Tid]*revView), trim: make(chan struct{}, 1)}
@@ -127,7 +127,7 @@ func (s *Server) Mount() (err error) {
 	logger := stdlog.New(glogWriter{info: true}, "", 0)
 	opts := &fs.Options{
 		MountOptions: fuse.MountOptions{
-			FsName:                   s.opt.ZURL,
+			FsName:                   s.opt.ZURL.StorageURL(),
 			Name:                     "wcfs",
 			DirectMountStrict:        os.Geteuid() == 0,
 			MaxWrite:                 fuse.MAX_KERNEL_WRITE,
@@ -148,7 +148,7 @@ func (s *Server) Mount() (err error) {
 		GID:            uint32(os.Getgid()),
 		Logger:         logger,
 	}
-	s.act = newActivity(fs.NewNodeFS(s.root, opts))
+	s.act = newActivity(newStreamFS(readOnlyFS{fs.NewNodeFS(s.root, opts)}))
 	if err := checkNotMounted(s.opt.Mountpoint); err != nil {
 		return err // mounted meanwhile (Open checked it already)
 	}

@@ -28,6 +28,10 @@ type Stats struct {
 	StoredSplice atomic.Int64
 	StoredWrite  atomic.Int64
 
+	// Blocks loaded from the storage for head/ and @<rev>/ files (reads,
+	// prefetches). Not in .wcfs/stats either.
+	Loaded atomic.Int64
+
 	zheadLink atomic.Int64 // open .wcfs/debug/zhead handles
 }
 

@@ -7,14 +7,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/server"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // Page cache stores of blocks in place go by splice from data.fs, other
@@ -43,7 +46,7 @@ func TestStoreSplice(t *testing.T) {
 			if err := os.Mkdir(mnt, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			s, err := server.Open(context.Background(), server.Options{ZURL: db.ZURL(), Mountpoint: mnt})
+			s, err := server.Open(context.Background(), server.Options{ZURL: zurl.MustParse(db.ZURL()), Mountpoint: mnt})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,4 +110,88 @@ func readSha(t *testing.T, path string, n int) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// A read of part of block N loads block N only and uploads the rest of it
+// into the page cache, as the reference does (its tests check the page
+// cache block by block); with -prefetch (Options.Prefetch) a sequential
+// reader also gets the next blocks loaded and uploaded.
+func TestPrefetchOption(t *testing.T) {
+	db := testdb.Create(t, filepath.Join(t.TempDir(), "1.fs"))
+	db.CreateFile("f", 2<<20, testdb.ZBlk0)
+	const nblk = 6
+	for blk := int64(0); blk < nblk; blk++ {
+		db.WriteBlock("f", blk, randData(blk, 2<<20))
+	}
+	db.Commit("t1")
+	foid := db.Manifest().Last().Files["f"].Oid
+
+	for _, tt := range []struct {
+		prefetch   int64
+		wantLoaded int64
+	}{
+		{0, 1},           // the default: block 0 only
+		{16 << 20, nblk}, // the whole file (8 blocks ahead, 6 in the file)
+		{4 << 20, 1 + 2}, // block 0 and the next 2
+	} {
+		t.Run(fmt.Sprintf("prefetch=%d", tt.prefetch), func(t *testing.T) {
+			mnt := filepath.Join(t.TempDir(), "mnt")
+			if err := os.Mkdir(mnt, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			s, err := server.Open(context.Background(), server.Options{ZURL: zurl.MustParse(db.ZURL()), Mountpoint: mnt, Prefetch: tt.prefetch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Mount(); err != nil {
+				t.Fatal(err)
+			}
+			stopped := false
+			stop := func() {
+				if !stopped {
+					stopped = true
+					if err := s.Unmount(); err != nil {
+						t.Errorf("unmount: %s", err)
+					}
+					s.Wait()
+				}
+			}
+			t.Cleanup(stop)
+			path := filepath.Join(mnt, "head", "bigfile", foid.String())
+			m := mapFile(t, path, nblk*(2<<20), 2<<20)
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 4096)
+			if _, err := f.ReadAt(buf, 0); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			// the blocks loaded end up in the page cache in full
+			full := (2 << 20) / os.Getpagesize()
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+				n := 0
+				for blk := int64(0); blk < tt.wantLoaded; blk++ {
+					n += m.cached(t, blk)
+				}
+				if n == int(tt.wantLoaded)*full {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("blocks [0, %d) not in the page cache after a minute (%d of %d pages)", tt.wantLoaded, n, int(tt.wantLoaded)*full)
+				}
+			}
+			for blk := tt.wantLoaded; blk < nblk; blk++ {
+				if n := m.cached(t, blk); n != 0 {
+					t.Errorf("block %d: %d pages in the page cache, want none", blk, n)
+				}
+			}
+			m.unmap() // (a mapping keeps the mount busy)
+			stop()    // uploads and prefetches are done: the counter is final
+			if got := s.Stats().Loaded.Load(); got != tt.wantLoaded {
+				t.Errorf("blocks loaded: %d, want %d", got, tt.wantLoaded)
+			}
+		})
+	}
 }

@@ -38,6 +38,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -50,6 +51,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/history"
 	"wendelin.dev/wcfs/gocore/wproto"
+	"wendelin.dev/wcfs/gocore/zdata"
 )
 
 // isolation is the server side of the isolation protocol for head/.
@@ -234,7 +236,7 @@ func (n *watchNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	if err != nil {
 		return nil, 0, errno(err, "head/watch: open")
 	}
-	return wl, fuse.FOPEN_STREAM | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_DIRECT_IO, 0
+	return wl, fuse.FOPEN_STREAM | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_DIRECT_IO | noFlush, 0
 }
 
 // Read returns what the server sends on the link; EOF once it closed it. A
@@ -268,6 +270,34 @@ func (n *watchNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, of
 func (n *watchNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
 	fh.(*watchLink).pipe.PeerClose()
 	return 0
+}
+
+// unknownFile is the error of a watch of a file head/ does not serve: the
+// reference's text (its tests see it), followed, when the file is not a
+// ZBigFile as of head, by why (the reason a lookup of head/bigfile/<oid>
+// logs: no such object, the object's class, a storage error). A client
+// whose open of head/bigfile/<oid> failed with EINVAL asks this way, so
+// that its user learns more than "invalid argument".
+func unknownFile(ctx context.Context, stor zodb.IStorage, foid zodb.Oid, head zodb.Tid) error {
+	err := errors.New("file not yet known to wcfs or is not a ZBigFile")
+	_, _, lerr := zdata.LoadZBigFileState(ctx, stor, foid, head)
+	var noObj *zodb.NoObjectError
+	var noData *zodb.NoDataError
+	msg := ""
+	switch {
+	case lerr == nil:
+		return err // a ZBigFile not looked up yet
+	case errors.As(lerr, &noObj):
+		msg = fmt.Sprintf("no such object as of @%s", head)
+	case errors.As(lerr, &noData):
+		msg = fmt.Sprintf("the object has no data as of @%s (deleted, or created later)", head)
+	case errors.Is(lerr, zdata.ErrNotZBigFile):
+		msg = lerr.Error() // "...: not a ZBigFile: class <class>"
+		msg = msg[strings.LastIndex(msg, zdata.ErrNotZBigFile.Error()):]
+	default:
+		msg = lerr.Error() // malformed, storage error
+	}
+	return fmt.Errorf("%w: %s", err, msg)
 }
 
 // ---- links ----
@@ -514,7 +544,7 @@ func (wl *watchLink) setupWatch(ctx context.Context, req wproto.Watch) (err erro
 		f := h.files[req.Foid]
 		h.filesMu.Unlock()
 		if f == nil {
-			return fmt.Errorf("file not yet known to wcfs or is not a ZBigFile")
+			return unknownFile(ctx, h.srv.stor, req.Foid, head)
 		}
 		if req.Stop {
 			return nil

@@ -59,7 +59,7 @@ func (z *zheadFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint
 	z.links[l] = struct{}{}
 	z.mu.Unlock()
 	z.srv.stats.zheadLink.Add(1)
-	return l, fuse.FOPEN_STREAM | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_DIRECT_IO, 0
+	return l, fuse.FOPEN_STREAM | fuse.FOPEN_NONSEEKABLE | fuse.FOPEN_DIRECT_IO | noFlush, 0
 }
 
 func (z *zheadFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -67,15 +67,21 @@ func (z *zheadFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off
 	l.readMu.Lock()
 	defer l.readMu.Unlock()
 	if len(l.rest) == 0 {
+		var tid zodb.Tid
+		var ok bool
 		select {
-		case <-ctx.Done():
-			return nil, syscall.EINTR
-		case tid, ok := <-l.q:
-			if !ok {
-				return fuse.ReadResultData(nil), 0 // detached: EOF
+		case tid, ok = <-l.q: // what is there first: a non-blocking read (nonblock.go) comes interrupted
+		default:
+			select {
+			case <-ctx.Done():
+				return nil, syscall.EINTR
+			case tid, ok = <-l.q:
 			}
-			l.rest = []byte(tid.String() + "\n")
 		}
+		if !ok {
+			return fuse.ReadResultData(nil), 0 // detached: EOF
+		}
+		l.rest = []byte(tid.String() + "\n")
 	}
 	n := copy(dest, l.rest)
 	data := l.rest[:n]

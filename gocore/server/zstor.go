@@ -22,6 +22,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/fs1map"
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // errStorageDown is wrapped by the errors of storage work that failed
@@ -54,7 +55,7 @@ var errZStorTimeout = errors.New("no answer within -zstor.timeout")
 type zstor struct {
 	zodb.IStorage // zdata.OpenStorage's
 
-	zurl    string
+	zurl    zurl.ZURL
 	timeout time.Duration
 	network bool         // loads are bounded and their link errors count
 	status  func(string) // sd_notify STATUS=, or nil
@@ -75,7 +76,7 @@ func newZStor(stor zodb.IStorage, opt *Options) *zstor {
 		IStorage: stor,
 		zurl:     opt.ZURL,
 		timeout:  opt.ZStorTimeout,
-		network:  zdata.IsNetworkStorage(opt.ZURL),
+		network:  opt.ZURL.IsNetwork(),
 		status:   opt.Status,
 		downCh:   make(chan struct{}),
 	}
@@ -129,8 +130,7 @@ func isLinkError(err error) bool {
 	if errors.As(err, &noObj) || errors.As(err, &noData) {
 		return false
 	}
-	msg := err.Error()
-	return !strings.Contains(msg, "data corrupt") && !strings.Contains(msg, "unsupported compression")
+	return !zdata.IsCorruptData(err)
 }
 
 // lost reports whether err, with which following the database stopped, is

@@ -302,13 +302,15 @@ func (l *Link) SendReq(ctx context.Context, payload string) (string, error) {
 
 	left, err := l.sendUp(ctx, Frame{id, payload}, true)
 	if err == nil {
+		// waiting for the reply: errors say so (as the reference's client:
+		// "sendReq .N: recvReply: link is down")
 		select {
 		case reply := <-ch:
 			return reply, nil
 		case <-l.down:
-			err = &DownError{Cause: l.Err()}
+			err = fmt.Errorf("recvReply: %w", &DownError{Cause: l.Err()})
 		case <-ctx.Done():
-			err = ctx.Err()
+			err = fmt.Errorf("recvReply: %w", ctx.Err())
 		}
 	}
 	l.mu.Lock()

@@ -270,7 +270,7 @@ func TestLinkByeEOF(t *testing.T) {
 			if bye {
 				want = ErrBye
 			}
-			if !errors.Is(err, ErrLinkDown) || !errors.Is(err, want) || err.Error() != "link is down ("+want.Error()+")" {
+			if !errors.Is(err, ErrLinkDown) || !errors.Is(err, want) || err.Error() != "recvReply: link is down ("+want.Error()+")" {
 				t.Fatalf("server request: %v; want link down (%v)", err, want)
 			}
 			if !errors.Is(srv.Err(), want) {

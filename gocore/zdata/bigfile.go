@@ -12,7 +12,6 @@ import (
 	"math"
 	"os"
 	"sort"
-	"strings"
 
 	"lab.nexedi.com/kirr/go123/mem"
 	"lab.nexedi.com/kirr/neo/go/zodb"
@@ -583,7 +582,7 @@ func activateNode(ctx context.Context, stor zodb.IStorage, at zodb.Tid, node btr
 	if err == nil {
 		return false, nil
 	}
-	if strings.Contains(err.Error(), "wrong class: ") {
+	if IsWrongClass(err) {
 		return true, err
 	}
 	return false, fmt.Errorf("blktab: %w", classifyLoadErr(err))

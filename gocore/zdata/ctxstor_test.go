@@ -78,14 +78,3 @@ func TestCtxStorageAbandonsLoad(t *testing.T) {
 	}
 	buf.Release()
 }
-
-func TestIsNetworkStorage(t *testing.T) {
-	for zurl, want := range map[string]bool{
-		"zeo://h:1": true, "neo://c@h:1": true, "neos://c@h:1?ca=x": true,
-		"file:///x.fs": false, "/x.fs": false, "demo:(file:///a.fs)/(file:///b.fs)": false,
-	} {
-		if got := IsNetworkStorage(zurl); got != want {
-			t.Errorf("IsNetworkStorage(%q) = %v", zurl, got)
-		}
-	}
-}

@@ -29,9 +29,10 @@
 //
 // # Opening
 //
-//	stor, err := zdata.OpenStorage(ctx, zurl) // read-only; file://, zeo://, neo://, demo:, plain path
-//	db := zdata.NewDB(stor)                   // connections use CacheControl
-//	zc, err := zdata.OpenConn(ctx, db, at)    // at = 0: head
+//	z, err := zurl.Parse(s)                // file://, zeo://, neo://, demo:, plain path
+//	stor, err := zdata.OpenStorage(ctx, z) // read-only
+//	db := zdata.NewDB(stor)                // connections use CacheControl
+//	zc, err := zdata.OpenConn(ctx, db, at) // at = 0: head
 //	defer zc.Close()
 //	f, err := zc.LoadZBigFile(ctx, oid)
 //

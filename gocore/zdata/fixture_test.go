@@ -61,7 +61,7 @@ func sha256hex(data []byte) string {
 func openTestDB(t testing.TB, path string) (zodb.IStorage, *zodb.DB) {
 	t.Helper()
 	ctx := context.Background()
-	stor, err := OpenStorage(ctx, path)
+	stor, err := openTestStorage(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"io"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +30,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/zpickle"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // memDB is the content of one in-memory database: per oid, its revisions.
@@ -184,6 +186,24 @@ func zfile(blksize int64, blktab zodb.Oid) []byte {
 }
 
 // openMem opens an in-memory database and a connection at its head.
+// openTestStorage opens a test database: the in-memory driver's
+// (zdatamem://, a scheme package zurl does not know) directly, others
+// (paths of FileStorage files) through OpenStorage.
+func openTestStorage(ctx context.Context, s string) (zodb.IStorage, error) {
+	if strings.HasPrefix(s, "zdatamem://") {
+		stor, err := openStorage(ctx, s, "")
+		if err != nil {
+			return nil, err
+		}
+		return stor, nil
+	}
+	z, err := zurl.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	return OpenStorage(ctx, z)
+}
+
 func openMem(t testing.TB, zurl string) *ZConn {
 	t.Helper()
 	_, db := openTestDB(t, zurl)

@@ -10,8 +10,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	neturl "net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,8 +72,9 @@ type watch struct {
 var _ zodb.IStorage = (*storage)(nil)
 
 // openStorage opens the storage driver for url read-only and starts the
-// fan-out of its commit events.
-func openStorage(ctx context.Context, url string) (*storage, error) {
+// fan-out of its commit events. fsPath is the data file of a FileStorage
+// ("" for other storages), mapped for LoadMapped.
+func openStorage(ctx context.Context, url, fsPath string) (*storage, error) {
 	drvWatchq := make(chan zodb.Event)
 	drv, at0, err := zodb.OpenDriver(ctx, url, &zodb.DriverOptions{ReadOnly: true, Watchq: drvWatchq})
 	if err != nil {
@@ -88,20 +89,26 @@ func openStorage(ctx context.Context, url string) (*storage, error) {
 		down:      make(chan struct{}),
 		fanDone:   make(chan struct{}),
 	}
-	s.mapped = openMapped(url)
+	s.mapped = openMapped(url, fsPath)
 	go s.fanOut()
+	if fsPath != "" {
+		if err := s.checkEnd(ctx, fsPath); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// openMapped maps the data file of a FileStorage at url for LoadMapped; nil
-// for other storages, or when the map cannot be made (loads then all go
-// through the driver, as they would without it).
-func openMapped(url string) *fs1map.File {
-	u, err := neturl.Parse(url)
-	if err != nil || u.Scheme != "file" || u.RawQuery != "" || os.Getenv("WCFS_NO_MMAP") != "" {
+// openMapped maps the data file fsPath of the FileStorage at url for
+// LoadMapped; nil for other storages (fsPath ""), for a url with options,
+// or when the map cannot be made (loads then all go through the driver, as
+// they would without it).
+func openMapped(url, fsPath string) *fs1map.File {
+	if fsPath == "" || strings.Contains(url, "?") || os.Getenv("WCFS_NO_MMAP") != "" {
 		return nil
 	}
-	m, err := fs1map.Open(u.Host+u.Path, fs1map.MinSize) // the path as neo/go's fs1 takes it
+	m, err := fs1map.Open(fsPath, fs1map.MinSize)
 	if err != nil {
 		return nil
 	}

@@ -56,7 +56,7 @@ func openFake(t *testing.T, at0 zodb.Tid) (*storage, *fakeDriver) {
 	fakes.Lock()
 	fakes.m[t.Name()] = d
 	fakes.Unlock()
-	s, err := openStorage(context.Background(), d.url)
+	s, err := openStorage(context.Background(), d.url, "")
 	if err != nil {
 		t.Fatal(err)
 	}

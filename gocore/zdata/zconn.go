@@ -8,72 +8,37 @@ package zdata
 import (
 	"context"
 	"fmt"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"lab.nexedi.com/kirr/neo/go/transaction"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 	_ "lab.nexedi.com/kirr/neo/go/zodb/wks" // file:// zeo:// neo:// neos:// demo:
+
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
-// OpenStorage opens the ZODB storage at zurl read-only.
+// OpenStorage opens the ZODB storage z read-only (file://, zeo://,
+// neo://, neos://, demo:; a plain path was made a file:// zurl by
+// zurl.Parse). Errors name the zurl.
 //
-// zurl is any URL neo/go knows (file://, zeo://, neo://, neos://, demo:) or a
-// plain path to a FileStorage file. Errors name the zurl.
+// The storage is neo/go's driver for z.StorageURL() under zdata's own
+// wrapper (see storage): no RAM cache (WCFS keeps block data in the kernel
+// page cache), and a down state whose reason every later error carries.
 //
-// The storage is neo/go's driver for zurl under zdata's own wrapper (see
-// storage): no RAM cache (WCFS keeps block data in the kernel page cache),
-// and a down state whose reason every later error carries.
-//
-// Loads from network storages (zeo://, neo://, neos://) honour their
-// context: they return ctx's error as soon as it is done, even when the
-// storage does not answer (see ctxStorage).
-func OpenStorage(ctx context.Context, zurl string) (zodb.IStorage, error) {
-	u, err := storageURL(zurl)
+// Loads from network storages (z.IsNetwork(): zeo://, neo://, neos://)
+// honour their context: they return ctx's error as soon as it is done, even
+// when the storage does not answer (see ctxStorage).
+func OpenStorage(ctx context.Context, z zurl.ZURL) (zodb.IStorage, error) {
+	s, err := openStorage(ctx, z.StorageURL(), z.FilePath())
 	if err != nil {
-		return nil, fmt.Errorf("zdata: open storage %q: %w", zurl, err)
-	}
-	s, err := openStorage(ctx, u)
-	if err != nil {
-		return nil, fmt.Errorf("zdata: open storage %q: %w", zurl, err)
+		return nil, fmt.Errorf("zdata: open storage %q: %w", z, err)
 	}
 	var stor zodb.IStorage = s
-	if IsNetworkStorage(u) {
+	if z.IsNetwork() {
 		stor = &ctxStorage{stor}
 	}
 	return stor, nil
-}
-
-// IsNetworkStorage tells whether zurl names a storage reached over the
-// network (zeo://, neo://, neos://), as opposed to a local file.
-func IsNetworkStorage(zurl string) bool {
-	scheme, _, _ := strings.Cut(zurl, "://")
-	switch scheme {
-	case "zeo", "neo", "neos":
-		return true
-	}
-	return false
-}
-
-// storageURL converts a plain path into a file:// URL; URLs are returned as is.
-func storageURL(zurl string) (string, error) {
-	if zurl == "" {
-		return "", fmt.Errorf("empty zurl")
-	}
-	isPath := strings.HasPrefix(zurl, "/") || strings.HasPrefix(zurl, ".") || !strings.Contains(zurl, ":")
-	if !isPath {
-		return zurl, nil
-	}
-	if strings.ContainsAny(zurl, "?#%") {
-		return "", fmt.Errorf("file path with '?', '#' or '%%' is not supported; use a file:// URL")
-	}
-	abs, err := filepath.Abs(zurl)
-	if err != nil {
-		return "", err
-	}
-	return "file://" + abs, nil
 }
 
 // NewDB returns a zodb.DB over stor whose connections use CacheControl.

@@ -21,6 +21,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // hashLimit: whole-file hashes are checked for files up to this size (the
@@ -200,7 +201,7 @@ type blkRev struct {
 // blocks checked in the first pass.
 func checkManifest(t *testing.T, path string, m *testdb.Manifest) int {
 	ctx := context.Background()
-	stor, err := zdata.OpenStorage(ctx, path)
+	stor, err := zdata.OpenStorage(ctx, zurl.MustParse(path))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,16 +3,52 @@
 // under the terms of the GNU General Public License version 3, or (at your
 // option) any later version, as published by the Free Software Foundation.
 
-// Package zurl validates and normalizes ZODB storage URLs (zurls) and derives
-// the WCFS mountpoint of a zurl.
+// Package zurl parses, validates and normalizes ZODB storage URLs (zurls)
+// and derives the WCFS mountpoint of a zurl.
+//
+// A zurl is parsed once where it enters the program (a gateway call, the
+// server's command line) into a ZURL value, which everything else takes:
+//
+//	z, err := zurl.Parse("neo://db@b:2,a:1?ca=...")
+//	z.Raw()        // as given, for messages
+//	z.StorageURL() // what a server is given and neo/go opens
+//	z.Normalized() // neos://db@a:1,b:2
+//	z.Mountpoint() // /dev/shm/wcfs/<ID>
+//	z.IsNetwork()  // true
 //
 // Two zurls designate the same storage iff their normalized forms are equal;
 // the mountpoint of a zurl is
 //
-//	/dev/shm/wcfs/<sha1 hex of the UTF-8 bytes of Normalize(zurl)>
+//	/dev/shm/wcfs/<sha1 hex of the UTF-8 bytes of the normalized zurl>
 //
 // so that every process, written in Python (the reference gateway) or in Go
 // (this project), finds the server of a storage at the same place.
+//
+// # FileStorage paths
+//
+// One rule, for the gateway and the server alike: a relative FileStorage
+// path means the file relative to the working directory of the process that
+// parses the zurl, and is made absolute before anything is derived from it,
+// so that a server, whatever its working directory, opens the file the user
+// meant, and two files never share a mountpoint. The path of a file:// zurl
+// is its host and path joined, as neo/go's FileStorage driver takes it (and
+// as wendelin.core's zstor_2zurl writes file://<name as opened>):
+//
+//   - file:///srv/data.fs, file:/srv/data.fs: absolute, kept as given (the
+//     mountpoint is the reference's);
+//   - file://data.fs, file://rel/data.fs, file:data.fs: relative, become
+//     file:///<cwd>/data.fs (lexically: the working directory as the kernel
+//     reports it, joined and cleaned; symlinks are not resolved);
+//   - a plain path (no scheme), absolute or relative, is the FileStorage
+//     file of that name: /srv/data.fs becomes file:///srv/data.fs (the same
+//     mountpoint as that zurl);
+//   - inside demo:(base)/(changes) the same rules apply to base and changes.
+//
+// StorageURL is the resolved form: a server is given it, shows it in
+// .wcfs/zurl and as its mount source; for an absolute zurl it is the zurl as
+// given. Relative paths of zeo:// unix sockets are not resolved.
+//
+// # Normalization
 //
 // Normalization follows the reference (spec section 7.1) byte for byte:
 //
@@ -28,18 +64,16 @@
 //   - any other scheme is refused.
 //
 // The package additionally refuses zurls that are not valid UTF-8, contain
-// control characters, start with a space, or lack what their
-// scheme needs (a path for file://, an address for zeo://, a cluster and a
-// master for neo://), so that a typo is reported before a server is spawned.
-// A Go test checks the normalization against Python's urllib on many inputs.
+// control characters, start with a space, lack what their scheme needs (a
+// path for file://, an address for zeo://, a cluster and a master for
+// neo://), or give an address without a port or with a port out of
+// 1-65535, so that a typo is reported before a server is spawned. A Go test checks the normalization against Python's urllib on
+// many inputs.
 package zurl
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"strings"
 	"unicode/utf8"
@@ -68,12 +102,10 @@ var ErrUnknownScheme = errors.New("unknown zurl scheme")
 // Schemes lists the zurl schemes that WCFS knows.
 var Schemes = []string{"file", "zeo", "neo", "neos", "demo"}
 
-// Normalize returns the normalized form of zurl (see the package doc).
-// Normalize is idempotent: Normalize(Normalize(z)) == Normalize(z).
-func Normalize(zurl string) (string, error) {
-	bad := func(format string, argv ...any) (string, error) {
-		return "", &Error{Zurl: zurl, Reason: fmt.Sprintf(format, argv...)}
-	}
+// checkText refuses what no zurl contains: the empty string, invalid UTF-8,
+// control characters, a leading space (urlsplit would strip it).
+func checkText(zurl string) error {
+	bad := func(reason string) error { return &Error{Zurl: zurl, Reason: reason} }
 	if zurl == "" {
 		return bad("empty")
 	}
@@ -82,11 +114,24 @@ func Normalize(zurl string) (string, error) {
 	}
 	for _, r := range zurl {
 		if r < 0x20 || r == 0x7f {
-			return bad("contains control character %q", r)
+			return bad(fmt.Sprintf("contains control character %q", r))
 		}
 	}
 	if zurl[0] == ' ' {
-		return bad("starts with a space") // urlsplit would strip it
+		return bad("starts with a space")
+	}
+	return nil
+}
+
+// Normalize returns the normalized form of zurl (see the package doc).
+// Normalize is idempotent: Normalize(Normalize(z)) == Normalize(z). It takes
+// URLs only: a plain path is refused (Parse turns it into a file:// zurl).
+func Normalize(zurl string) (string, error) {
+	bad := func(format string, argv ...any) (string, error) {
+		return "", &Error{Zurl: zurl, Reason: fmt.Sprintf(format, argv...)}
+	}
+	if err := checkText(zurl); err != nil {
+		return "", err
 	}
 
 	u := urlsplit(zurl)
@@ -106,6 +151,11 @@ func Normalize(zurl string) (string, error) {
 	case "zeo":
 		if u.netloc == "" && u.path == "" {
 			return bad("zeo:// needs an address, e.g. zeo://localhost:8100")
+		}
+		if u.netloc != "" {
+			if err := checkHostPort(u.netloc); err != nil {
+				return bad("%s", err)
+			}
 		}
 		return zurl, nil
 	case "demo":
@@ -138,6 +188,9 @@ func normalizeNEO(zurl string, u splitURL) (string, error) {
 		if err := checkBrackets(m); m == "" || strings.Contains(m, "@") || err != nil {
 			return "", &Error{Zurl: zurl, Reason: fmt.Sprintf("bad master address %q", m)}
 		}
+		if err := checkHostPort(m); err != nil {
+			return "", &Error{Zurl: zurl, Reason: fmt.Sprintf("bad master %s", err)}
+		}
 	}
 	sort.Strings(mv) // Python sorts by code point = UTF-8 byte order
 	netloc := cluster + "@" + strings.Join(mv, ",")
@@ -154,41 +207,4 @@ func normalizeNEO(zurl string, u splitURL) (string, error) {
 		q.del(k)
 	}
 	return urlunsplit(scheme, netloc, u.path, q.encode(), u.fragment), nil
-}
-
-// MountpointIn returns the mountpoint of zurl under root:
-// root/<sha1 hex of Normalize(zurl)>.
-func MountpointIn(root, zurl string) (string, error) {
-	id, err := ID(zurl)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(root, id), nil
-}
-
-// Mountpoint returns the mountpoint of zurl under MountRoot.
-func Mountpoint(zurl string) (string, error) {
-	return MountpointIn(MountRoot, zurl)
-}
-
-// ID returns the sha1 hex digest of Normalize(zurl): the name of the zurl's
-// mountpoint directory.
-func ID(zurl string) (string, error) {
-	norm, err := Normalize(zurl)
-	if err != nil {
-		return "", err
-	}
-	sum := sha1.Sum([]byte(norm))
-	return hex.EncodeToString(sum[:]), nil
-}
-
-// Equivalent reports whether a and b designate the same storage (equal
-// normalized forms). Invalid zurls are equivalent to nothing.
-func Equivalent(a, b string) bool {
-	na, err := Normalize(a)
-	if err != nil {
-		return false
-	}
-	nb, err := Normalize(b)
-	return err == nil && na == nb
 }

@@ -80,20 +80,127 @@ func TestNormalizeRefuses(t *testing.T) {
 
 func TestMountpoint(t *testing.T) {
 	// sha1("file:///tmp/x.fs") computed independently with sha1sum(1)
-	mp, err := Mountpoint("file:///tmp/x.fs")
-	if err != nil || mp != "/dev/shm/wcfs/ca0926bb18d69570bf2d6de6b536abf11fabed28" {
-		t.Fatalf("Mountpoint = %q, %v", mp, err)
+	z := MustParse("file:///tmp/x.fs")
+	if mp := z.Mountpoint(); mp != "/dev/shm/wcfs/ca0926bb18d69570bf2d6de6b536abf11fabed28" {
+		t.Fatalf("Mountpoint = %q", mp)
 	}
-	a, _ := MountpointIn("/r", "neo://c@b:1,a:2?ca=x")
-	b, _ := MountpointIn("/r", "neos://c@a:2,b:1?logfile=l")
-	if a != b || !strings.HasPrefix(a, "/r/") {
-		t.Fatalf("equivalent neo zurls get %q and %q", a, b)
+	a, b := MustParse("neo://c@b:1,a:2?ca=x"), MustParse("neos://c@a:2,b:1?logfile=l")
+	if a.MountpointIn("/r") != b.MountpointIn("/r") || !strings.HasPrefix(a.MountpointIn("/r"), "/r/") {
+		t.Fatalf("equivalent neo zurls get %q and %q", a.MountpointIn("/r"), b.MountpointIn("/r"))
 	}
-	if !Equivalent("neo://c@b:1,a:2", "neo://c@a:2,b:1") || Equivalent("file:///a", "file:///b") || Equivalent("x", "x") {
+	if !MustParse("neo://c@b:1,a:2").Equivalent(MustParse("neo://c@a:2,b:1")) ||
+		MustParse("file:///a").Equivalent(MustParse("file:///b")) || (ZURL{}).Equivalent(ZURL{}) {
 		t.Fatal("Equivalent is wrong")
 	}
-	if _, err := Mountpoint("gopher://x"); err == nil {
-		t.Fatal("Mountpoint of an unknown scheme succeeded")
+	if _, err := Parse("gopher://x"); !errors.Is(err, ErrUnknownScheme) {
+		t.Fatalf("Parse of an unknown scheme: %v", err)
+	}
+}
+
+// Parse: what servers are given (StorageURL), the FileStorage path, the
+// scheme and whether the storage is on the network, for zurls parsed in the
+// working directory /home/u.
+func TestParse(t *testing.T) {
+	const cwd = "/home/u"
+	for _, tc := range []struct {
+		in, storage, file, scheme string
+		network                   bool
+	}{
+		// absolute zurls are kept as given (the reference's mountpoint)
+		{"file:///srv/data.fs", "file:///srv/data.fs", "/srv/data.fs", "file", false},
+		{"file:///srv/../srv/data.fs", "file:///srv/../srv/data.fs", "/srv/../srv/data.fs", "file", false},
+		{"file:/srv/data.fs", "file:/srv/data.fs", "/srv/data.fs", "file", false},
+		{"file:///srv/a%20b.fs?x=1", "file:///srv/a%20b.fs?x=1", "/srv/a b.fs", "file", false},
+		// relative FileStorage paths are resolved
+		{"file://data.fs", "file:///home/u/data.fs", "/home/u/data.fs", "file", false},
+		{"file://rel/x/../data.fs", "file:///home/u/rel/data.fs", "/home/u/rel/data.fs", "file", false},
+		{"file:data.fs", "file:///home/u/data.fs", "/home/u/data.fs", "file", false},
+		{"file://data.fs#f", "file:///home/u/data.fs#f", "/home/u/data.fs", "file", false},
+		// plain paths are FileStorage files
+		{"/srv/data.fs", "file:///srv/data.fs", "/srv/data.fs", "file", false},
+		{"/srv/./data.fs", "file:///srv/data.fs", "/srv/data.fs", "file", false},
+		{"data.fs", "file:///home/u/data.fs", "/home/u/data.fs", "file", false},
+		{"../v/a:b.fs", "file:///home/v/a:b.fs", "/home/v/a:b.fs", "file", false},
+		{"./100%?#.fs", "file:///home/u/100%25%3F%23.fs", "/home/u/100%?#.fs", "file", false},
+		// network storages
+		{"zeo://localhost:8100?storage=x", "zeo://localhost:8100?storage=x", "", "zeo", true},
+		{"zeo:///run/zeo.sock", "zeo:///run/zeo.sock", "", "zeo", true},
+		{"neo://db@b:2,a:1?ca=x", "neo://db@b:2,a:1?ca=x", "", "neos", true},
+		{"neo://db@[::1]:2051", "neo://db@[::1]:2051", "", "neo", true},
+		{"neo://db@[fd00::3]:2051,10.0.0.1:2051", "neo://db@[fd00::3]:2051,10.0.0.1:2051", "", "neo", true},
+		// demo: its parts follow the same rules
+		{"demo:(file:///a.fs)/(file:///b.fs)", "demo:(file:///a.fs)/(file:///b.fs)", "", "demo", false},
+		{"demo:(file://a.fs)/(b.fs)", "demo:(file:///home/u/a.fs)/(file:///home/u/b.fs)", "", "demo", false},
+		{"demo:(zeo://h:1)/(file:///b.fs)", "demo:(zeo://h:1)/(file:///b.fs)", "", "demo", true},
+	} {
+		z, err := ParseIn(tc.in, cwd)
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		if z.Raw() != tc.in || z.String() != tc.in || z.StorageURL() != tc.storage || z.FilePath() != tc.file ||
+			z.Scheme() != tc.scheme || z.IsNetwork() != tc.network {
+			t.Errorf("%q: storage %q, file %q, scheme %q, network %v; want %q, %q, %q, %v", tc.in,
+				z.StorageURL(), z.FilePath(), z.Scheme(), z.IsNetwork(), tc.storage, tc.file, tc.scheme, tc.network)
+		}
+		// the resolved form designates the same storage, wherever parsed
+		again, err := ParseIn(z.StorageURL(), "/elsewhere")
+		if err != nil || !again.Equivalent(z) || again.StorageURL() != z.StorageURL() || again.ID() != z.ID() {
+			t.Errorf("%q: its storage URL %q parsed elsewhere: %v, %v", tc.in, z.StorageURL(), again, err)
+		}
+	}
+
+	// a plain path and its file:// zurl share a mountpoint; a relative path
+	// depends on the working directory
+	abs, plain := MustParse("file:///srv/data.fs"), MustParse("/srv/data.fs")
+	if !abs.Equivalent(plain) || abs.Mountpoint() != plain.Mountpoint() {
+		t.Errorf("/srv/data.fs and file:///srv/data.fs: mountpoints %s and %s", plain.Mountpoint(), abs.Mountpoint())
+	}
+	inA, _ := ParseIn("file://small.fs", "/a")
+	inB, _ := ParseIn("file://small.fs", "/b")
+	if inA.Equivalent(inB) || inA.Mountpoint() == inB.Mountpoint() {
+		t.Errorf("file://small.fs in /a and in /b share mountpoint %s", inA.Mountpoint())
+	}
+	if !inA.Equivalent(MustParse("file:///a/small.fs")) {
+		t.Errorf("file://small.fs in /a is not file:///a/small.fs")
+	}
+	// Parse resolves against this process's working directory
+	wd, _ := os.Getwd()
+	if z := MustParse("x.fs"); z.FilePath() != filepath.Join(wd, "x.fs") {
+		t.Errorf("Parse(x.fs) in %s: %s", wd, z.FilePath())
+	}
+	if _, err := ParseIn("x.fs", "rel"); err == nil {
+		t.Errorf("ParseIn with a relative directory succeeded")
+	}
+}
+
+func TestParseRefuses(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", "empty"},
+		{"https://example.com/x", "scheme https"},
+		{"file://", "needs a path"},
+		{"file:", "needs a path"},
+		{"zeo://", "needs an address"},
+		{"zeo://localhost", `address "localhost": want host:port`},
+		{"zeo://localhost:0", `port "0" is not a number from 1 to 65535`},
+		{"zeo://:8100", "no host"},
+		{"neo://c@127.0.0.1:99999", `port "99999" is not a number from 1 to 65535`},
+		{"neo://c@127.0.0.1:-1", `port "-1"`},
+		{"neo://c@a:1,b", `bad master address "b": want host:port`},
+		{"neo://c@a:x1", `port "x1"`},
+		{"neo://c@::1:2051", "want host:port"},
+		{"demo:(file:///a.fs)", "demo: needs (base)/(changes)"},
+		{"demo:(file:///a.fs)/(gopher://x)", "demo: invalid zurl \"gopher://x\""},
+		{"demo:(zeo://h:1?storage=x)/(file:///b.fs)", "must not contain '?' or '#'"},
+		{"demo:(demo:(demo:(demo:(demo:(a)/(b))/(b))/(b))/(b))/(b)", "nested more than 4 deep"},
+		{"file:///a\nb", "control character"},
+		{"file:///%zz", "invalid URL escape"},
+	} {
+		_, err := ParseIn(tc.in, "/home/u")
+		var zerr *Error
+		if !errors.As(err, &zerr) || !strings.Contains(err.Error(), tc.want) || zerr.Zurl != tc.in {
+			t.Errorf("Parse(%q): error %v; want *Error mentioning %q", tc.in, err, tc.want)
+		}
 	}
 }
 

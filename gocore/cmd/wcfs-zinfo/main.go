@@ -44,6 +44,7 @@ import (
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 func main() {
@@ -54,7 +55,7 @@ func main() {
 
 // options are the parsed command line.
 type options struct {
-	zurl    string
+	zurl    zurl.ZURL
 	at      zodb.Tid
 	oids    []zodb.Oid
 	blocks  bool
@@ -93,7 +94,11 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	if len(pos) == 0 {
 		return nil, fmt.Errorf("no ZURL given\n%s", usage)
 	}
-	o.zurl = pos[0]
+	z, err := zurl.Parse(pos[0])
+	if err != nil {
+		return nil, err
+	}
+	o.zurl = z
 	if *at != "" {
 		tid, err := zodb.ParseTid(*at)
 		if err != nil {

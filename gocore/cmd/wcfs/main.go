@@ -15,10 +15,25 @@
 // -logtostderr) writes glog's files into DIR instead, and -logtostderr=false
 // into the temporary directory, as glog does.
 //
+// ZURL is parsed by package zurl: a relative FileStorage path (a plain
+// path, file://data.fs) is resolved against the server's working directory;
+// the resolved zurl is the mount source and the content of .wcfs/zurl.
+//
 // Readiness: when $NOTIFY_SOCKET is set, the server speaks the sd_notify
-// protocol on it: READY=1 (with STATUS= and MAINPID=) once the mount serves,
-// or STATUS=<error> (and ERRNO=<n> when there is one) right before exiting
-// non-zero on a startup failure; STOPPING=1 when it stops.
+// protocol on it: STATUS=opening storage ... while it opens the storage,
+// READY=1 (with STATUS= and MAINPID=) once the mount serves, or
+// STATUS=<error> (and ERRNO=<n> when there is one) right before exiting
+// non-zero on a startup failure, a bad option or argument included;
+// STOPPING=1 when it stops.
+//
+// Descriptors: the server closes, first thing, every descriptor it
+// inherited beyond stdin, stdout and stderr (a starter's listening socket,
+// pipe or file must not stay open in a server that outlives it, as the
+// reference's close_fds spawn ensures).
+//
+// -mntpt.create: the server creates MOUNTPOINT (under its start lock,
+// MOUNTPOINT.lock) and removes it when it ends, however it ends; `python -m
+// wcfs serve` runs the server so.
 //
 // Storage outages: reads needing a network storage that does not answer
 // within -zstor.timeout fail with EIO and the storage is then down (as when
@@ -33,21 +48,26 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 	log "github.com/golang/glog"
+	"golang.org/x/sys/unix"
 
 	"wendelin.dev/wcfs/gocore/server"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 func usage() {
@@ -58,7 +78,9 @@ func usage() {
 }
 
 func main() {
+	closeInheritedFDs()
 	flag.Usage = usage
+	flag.CommandLine.Init(os.Args[0], flag.ContinueOnError)
 	var opt server.Options
 	flag.BoolVar(&opt.Debug, "debug", false, "enable debugging features (.wcfs/debug/zhead)")
 	flag.BoolVar(&opt.TraceFUSE, "trace.fuse", false, "trace every FUSE message (log at INFO)")
@@ -68,15 +90,31 @@ func main() {
 	flag.DurationVar(&opt.RevIdle, "revgc.idle", server.DefaultRevIdle, "release @<rev>/ views nobody used for this long")
 	flag.DurationVar(&opt.OpenTimeout, "open.timeout", server.DefaultOpenTimeout, "give up opening the storage at startup after this long")
 	flag.DurationVar(&opt.ZStorTimeout, "zstor.timeout", server.DefaultZStorTimeout, "a read needing a network storage fails with EIO when the storage does not answer within this time (the storage is then down: see .wcfs/zstor)")
+	flag.Var((*byteSize)(&opt.Prefetch), "prefetch", "load and cache this much (e.g. 16M) ahead of a sequential reader of big blocks; 0: off, a read loads only the blocks it touches (default; see docs/server.md)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
+	mkmntpt := flag.Bool("mntpt.create", false, "create mntpt (under mntpt.lock) and remove it when the server ends")
 	logToStderrByDefault()
-	flag.Parse()
-	logDirMeansFiles()
-	if flag.NArg() != 2 {
-		fmt.Fprintf(os.Stderr, "Usage: %s [OPTIONS] zurl mntpt\n", os.Args[0])
-		os.Exit(2)
+	if err := flag.CommandLine.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		usageFailed(err) // the flag package printed the usage
 	}
-	opt.ZURL, opt.Mountpoint = flag.Arg(0), flag.Arg(1)
+	logDirMeansFiles()
+	switch n := flag.NArg(); {
+	case n < 2:
+		usageFailed(fmt.Errorf("want a zurl and a mountpoint after the options, got %q", flag.Args()))
+	case n > 2:
+		usageFailed(fmt.Errorf("unexpected argument %q: want one zurl and one mountpoint after the options", flag.Arg(0)))
+	}
+	z, err := zurl.Parse(flag.Arg(0))
+	if err != nil {
+		os.Exit(startFailed(err)) // as the storage's errors (exit 1)
+	}
+	opt.ZURL = z
+	if opt.Mountpoint, err = filepath.Abs(flag.Arg(1)); err != nil {
+		usageFailed(fmt.Errorf("mountpoint %q: %w", flag.Arg(1), err))
+	}
 	opt.Status = func(state string) { notify("STATUS=" + oneLine(state)) }
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -88,7 +126,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	code := run(opt)
+	code := run(opt, *mkmntpt)
 	if *cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -96,12 +134,12 @@ func main() {
 	os.Exit(code)
 }
 
-func run(opt server.Options) int {
+func run(opt server.Options, mkmntpt bool) int {
 	race := ""
 	if raceEnabled {
 		race = "-race"
 	}
-	log.Infof("start %q %q", opt.Mountpoint, opt.ZURL)
+	log.Infof("start %q %q", opt.Mountpoint, opt.ZURL.StorageURL())
 	log.Infof("(built with %s%s)", runtime.Version(), race)
 	server.RedirectStdLog()
 
@@ -121,17 +159,36 @@ func run(opt server.Options) int {
 		}
 	}()
 
-	s, err := server.Open(ctx, opt)
-	if err == nil {
-		err = s.Mount()
-	}
+	var own *server.OwnMountpoint
+	var s *server.Server
+	err := func() (err error) {
+		if mkmntpt {
+			octx, cancel := context.WithTimeout(ctx, cmp.Or(opt.OpenTimeout, server.DefaultOpenTimeout))
+			defer cancel()
+			if own, err = server.CreateMountpoint(octx, opt.Mountpoint); err != nil {
+				return err
+			}
+		}
+		notify("STATUS=opening storage " + oneLine(opt.ZURL.StorageURL()))
+		if s, err = server.Open(ctx, opt); err != nil {
+			return err
+		}
+		return s.Mount()
+	}()
 	close(startDone)
+	if own != nil {
+		defer own.Remove() // after the end, or now on a failed start
+	}
 	if err != nil {
 		return startFailed(err)
 	}
+	if own != nil {
+		own.Serving()
+	}
 
-	notify(fmt.Sprintf("READY=1\nSTATUS=serving %s on %s\nMAINPID=%d", oneLine(opt.ZURL), oneLine(opt.Mountpoint), os.Getpid()))
-	log.Infof("serving %s on %s", opt.ZURL, opt.Mountpoint)
+	zurlStr := opt.ZURL.StorageURL()
+	notify(fmt.Sprintf("READY=1\nSTATUS=serving %s on %s\nMAINPID=%d", oneLine(zurlStr), oneLine(opt.Mountpoint), os.Getpid()))
+	log.Infof("serving %s on %s", zurlStr, opt.Mountpoint)
 
 	go func() {
 		for sig := range sigc {
@@ -144,7 +201,7 @@ func run(opt server.Options) int {
 
 	err = s.Wait()
 	notify("STOPPING=1")
-	log.Infof("stop %q %q", opt.Mountpoint, opt.ZURL)
+	log.Infof("stop %q %q", opt.Mountpoint, zurlStr)
 	if err != nil {
 		msg := fmt.Sprintf("wcfs: %s", err)
 		log.Warning(msg)
@@ -171,6 +228,35 @@ func startFailed(err error) int {
 		return 2
 	}
 	return 1
+}
+
+// usageFailed reports a bad option or argument (stderr with the usage line,
+// sd_notify) and exits 2.
+func usageFailed(err error) {
+	msg := fmt.Sprintf("wcfs: %s", err)
+	fmt.Fprintf(os.Stderr, "%s\nUsage: %s [OPTIONS] zurl mntpt\n", msg, os.Args[0])
+	notify("STATUS=" + oneLine(msg))
+	os.Exit(2)
+}
+
+// closeInheritedFDs closes the descriptors beyond stdin, stdout and stderr
+// that this process inherited from its starter. Every descriptor the Go
+// runtime and this program open is close-on-exec: one without the flag was
+// inherited.
+func closeInheritedFDs() {
+	entries, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		if flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == nil && flags&unix.FD_CLOEXEC == 0 {
+			unix.Close(fd)
+		}
+	}
 }
 
 // report writes msg to stderr unless the log (which has it) goes there

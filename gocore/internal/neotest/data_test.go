@@ -23,6 +23,7 @@ import (
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/zeotest"
 	"wendelin.dev/wcfs/gocore/zdata"
+	"wendelin.dev/wcfs/gocore/zurl"
 )
 
 // blkRead is what the data layer says about one block.
@@ -70,9 +71,9 @@ func readAll(t *testing.T, zurl string, m *testdb.Manifest) map[zodb.Tid]map[str
 
 // openDB opens the storage at zurl with zdata and a DB over it; closeDB
 // closes both.
-func openDB(tb testing.TB, ctx context.Context, zurl string) (db *zodb.DB, closeDB func()) {
+func openDB(tb testing.TB, ctx context.Context, zurlStr string) (db *zodb.DB, closeDB func()) {
 	tb.Helper()
-	stor, err := zdata.OpenStorage(ctx, zurl)
+	stor, err := zdata.OpenStorage(ctx, zurl.MustParse(zurlStr))
 	if err != nil {
 		tb.Fatal(err)
 	}

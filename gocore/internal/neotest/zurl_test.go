@@ -36,19 +36,15 @@ func TestSpellingsOfOneClusterShareAMountpoint(t *testing.T) {
 	t.Setenv("NEO_CERT", c.TLS.Cert)
 	t.Setenv("NEO_KEY", c.TLS.Key)
 
-	want, err := zurl.Mountpoint(c.ZURL())
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := mountpoint(t, c.ZURL())
 	for _, s := range same {
-		got, err := zurl.Mountpoint(s)
+		z, err := zurl.Parse(s)
 		if err != nil {
 			t.Errorf("%s: %v", s, err)
 			continue
 		}
-		if got != want {
-			norm, _ := zurl.Normalize(s)
-			t.Errorf("%s\n\tnormalizes to %s\n\tmountpoint %s, want %s", s, norm, got, want)
+		if got := z.Mountpoint(); got != want {
+			t.Errorf("%s\n\tnormalizes to %s\n\tmountpoint %s, want %s", s, z.Normalized(), got, want)
 		}
 		stor := open(t, s)
 		if stor.Head().String() != c.Head {
@@ -59,10 +55,10 @@ func TestSpellingsOfOneClusterShareAMountpoint(t *testing.T) {
 	// Masters in another order: one mountpoint. (neo/go dials only the
 	// first master of the list, so only the spelling with the live master
 	// first opens; the mountpoint must not depend on that.)
-	mpA, errA := zurl.Mountpoint(fmt.Sprintf("neos://prod@%s,%s", m, other))
-	mpB, errB := zurl.Mountpoint(fmt.Sprintf("neos://prod@%s,%s?ca=%s&cert=%s&key=%s", other, m, ca, cert, key))
-	if errA != nil || errB != nil || mpA != mpB {
-		t.Errorf("masters reordered: %s (%v) != %s (%v)", mpA, errA, mpB, errB)
+	mpA := mountpoint(t, fmt.Sprintf("neos://prod@%s,%s", m, other))
+	mpB := mountpoint(t, fmt.Sprintf("neos://prod@%s,%s?ca=%s&cert=%s&key=%s", other, m, ca, cert, key))
+	if mpA != mpB {
+		t.Errorf("masters reordered: %s != %s", mpA, mpB)
 	}
 	open(t, fmt.Sprintf("neos://prod@%s,%s?ca=%s&cert=%s&key=%s", m, other, ca, cert, key))
 
@@ -73,8 +69,18 @@ func TestSpellingsOfOneClusterShareAMountpoint(t *testing.T) {
 		fmt.Sprintf("neo://prod@%s", m),            // no TLS at all: not the same service
 		fmt.Sprintf("neos://prod@%s,%s", m, other), // one more master
 	} {
-		if mp, err := zurl.Mountpoint(z); err != nil || mp == want {
-			t.Errorf("%s: mountpoint %s (err %v): want one different from %s", z, mp, err, want)
+		if mp := mountpoint(t, z); mp == want {
+			t.Errorf("%s: mountpoint %s: want one different from %s", z, mp, want)
 		}
 	}
+}
+
+// mountpoint returns the mountpoint of the zurl s.
+func mountpoint(t *testing.T, s string) string {
+	t.Helper()
+	z, err := zurl.Parse(s)
+	if err != nil {
+		t.Fatalf("%s: %v", s, err)
+	}
+	return z.Mountpoint()
 }

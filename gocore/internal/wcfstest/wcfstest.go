@@ -4,9 +4,16 @@
 // Package wcfstest runs real WCFS servers for Go tests.
 //
 // The wcfs binary is built once per test binary (with -race when the test
-// binary has it; $WCFS_TEST_BIN overrides) and spawned as a subprocess on a
-// fresh mountpoint: a test never serves and accesses a FUSE mount from the
-// same process. Start waits for the server's readiness through the sd_notify
+// binary has it; $WCFS_TEST_BIN overrides), by Run before any test runs, and
+// spawned as a subprocess on a fresh mountpoint: a test never serves and
+// accesses a FUSE mount from the same process. Building first matters: a
+// test that commits and then starts a server expects pins to the revisions
+// of those commits, while a server keeps the history of the last minute
+// only (older changes are reported as of the history's tail), and the first
+// -race build on a fresh machine takes minutes. Start refuses to run in a
+// test binary whose TestMain did not build first.
+//
+// Start waits for the server's readiness through the sd_notify
 // protocol (the same the gateway uses) and registers a cleanup that always
 // runs, even when the test fails: stop the server by its PID (SIGTERM, then
 // abort of the FUSE connection and SIGKILL if it does not exit), unmount
@@ -21,6 +28,7 @@ package wcfstest
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"math"
 	"net"
@@ -52,15 +60,26 @@ const Race = raceEnabled
 // ---- building ----
 
 var build struct {
-	once sync.Once
-	dir  string
-	bin  string
-	err  error
+	once  sync.Once
+	dir   string
+	bin   string
+	err   error
+	early bool // built (or tried) by Run, before the tests ran
 }
 
-// Binary returns the wcfs binary to test, building it on first use.
+// Binary returns the wcfs binary to test, building it on first use (Run
+// builds it before the tests run).
 func Binary(t testing.TB) string {
 	t.Helper()
+	buildOnce()
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.bin
+}
+
+// buildOnce builds the binary the first time it is called.
+func buildOnce() {
 	build.once.Do(func() {
 		if bin := os.Getenv("WCFS_TEST_BIN"); bin != "" {
 			build.bin = bin
@@ -89,18 +108,23 @@ func Binary(t testing.TB) string {
 			build.err = fmt.Errorf("wcfstest: go %s: %w\n%s", strings.Join(args, " "), err, out)
 		}
 	})
-	if build.err != nil {
-		t.Fatal(build.err)
-	}
-	return build.bin
 }
 
-// Main runs the tests, removes the binary Binary built and exits.
+// Main builds the binary, runs the tests, removes the build and exits.
 func Main(m *testing.M) { os.Exit(Run(m)) }
 
-// Run runs the tests, removes the binary Binary built and returns the exit
-// code, for a TestMain with more cleanup to do.
+// Run builds the binary (a failure is reported by every test that needs
+// it), runs the tests, removes the build and returns the exit code, for a
+// TestMain with more cleanup to do. Nothing is built when the test binary
+// only lists its tests.
 func Run(m *testing.M) int {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	if f := flag.Lookup("test.list"); f == nil || f.Value.String() == "" {
+		buildOnce()
+		build.early = true
+	}
 	code := m.Run()
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
@@ -224,6 +248,11 @@ func StartOther(t testing.TB, bin, zurl string, args ...string) (*Server, error)
 // sd_notify, else (!notify) its mount in the mount table.
 func startAt(t testing.TB, bin, zurl, mnt string, args []string, notify bool) (*Server, error) {
 	t.Helper()
+	if !build.early {
+		// the test's data may be older than the build: past the server's
+		// history window when the build was slow
+		t.Fatal("wcfstest: the server was built after the tests began: TestMain must call wcfstest.Run or Main")
+	}
 	owned := strings.HasPrefix(filepath.Base(mnt), "wcfstest-mnt-")
 	sockDir, err := os.MkdirTemp("", "wcfsn")
 	if err != nil {

@@ -3,7 +3,9 @@
 With no shape option it creates the *demo* dataset: several ZBigFiles with 2 MiB,
 64 KiB and 4 KiB blocks in ZBlk0, ZBlk1, 'auto' and mixed formats, with holes, a blktab
 split into several buckets, and a few history transactions (rewrites, a one-chunk
-patch, an append, format changes, holes punched, a non-file change).
+patch, an append, format changes, holes punched, a non-file change). With --big SIZE
+the demo dataset also has zfbig, SIZE bytes of data (rounded up to whole blocks) in 2 MiB
+ZBlk0 blocks, committed first on its own: enough data for read throughput to mean something.
 
 With any of --files/--size/--blksize/--fmt/--history/--holes it creates N files of the
 given size instead, then the given number of history transactions, each changing a
@@ -121,11 +123,19 @@ class Progress:
             self.stream.flush()
 
 
-def gen_demo(db, seed=0, progress=None):
-    """The default demo dataset (a few MiB): see the module docstring."""
+def gen_demo(db, seed=0, progress=None, big=0):
+    """The default demo dataset (a few MiB, and big bytes in zfbig): see the
+    module docstring."""
     src = BlockSource(seed)
     rng = random.Random(seed)
     K = 1024
+
+    if big:
+        db.create_file("zfbig", 2 * MiB, "ZBlk0")
+        nblk = -(-big // (2 * MiB))
+        for blk in range(nblk):
+            db.write_block("zfbig", blk, src.data(2 * MiB, "zfbig %d" % blk))
+        db.commit("demo T0: create zfbig (%d MiB)" % (2 * nblk), progress=progress)
 
     db.create_file("zf0", 2 * MiB, "ZBlk0")
     db.create_file("zf1", 2 * MiB, "ZBlk1")
@@ -246,6 +256,8 @@ def main(argv=None):
                    help="block format; mixed = ZBlk0/ZBlk1 at random (default ZBlk0)")
     p.add_argument("--history", type=int, help="history transactions after creation (default 0)")
     p.add_argument("--holes", type=float, help="fraction of blocks left as holes (default 0)")
+    p.add_argument("--big", type=parse_size, default=0, metavar="SIZE",
+                   help="demo dataset: add zfbig, SIZE bytes (rounded up to 2 MiB blocks)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data (default 0)")
     p.add_argument("--progress", action="store_true", default=None,
                    help="show progress on stderr even when it is not a terminal")
@@ -260,6 +272,9 @@ def main(argv=None):
             p.error("--%s must be >= %d" % (opt, lo))
     if a.holes is not None and not 0 <= a.holes < 1:
         p.error("--holes must be in [0, 1)")
+    demo = all(getattr(a, o) is None for o in SHAPE_OPTIONS)
+    if a.big and not demo:
+        p.error("--big adds a file to the demo dataset: it goes with no shape option")
 
     out = os.path.abspath(a.out)
     if os.path.exists(out):
@@ -271,11 +286,10 @@ def main(argv=None):
     os.makedirs(os.path.dirname(out), exist_ok=True)
 
     progress = Progress(a.progress if a.progress is not None else sys.stderr.isatty())
-    demo = all(getattr(a, o) is None for o in SHAPE_OPTIONS)
     t0 = time.monotonic()
     with Database.create(out, dataset="demo" if demo else "gen") as db:
         if demo:
-            gen_demo(db, a.seed, progress=progress)
+            gen_demo(db, a.seed, progress=progress, big=a.big)
         else:
             gen_files(db, files=a.files or 1,
                       size=a.size if a.size is not None else 64 * MiB,
