@@ -249,13 +249,16 @@ var keptRe = regexp.MustCompile(`@([0-9a-f]{16}) processed in \S+ \(\d+ objects 
 
 // keptBlocks returns, from the server's log, how many changed blocks the
 // processing of commit tid reported and how many of them it kept in
-// @<rev>/ (-1, -1: no such line).
+// @<rev>/ (-1, -1: no such line). The line comes right after the zhead
+// stream said tid: it is waited for a while.
 func keptBlocks(srv *wcfstest.Server, tid zodb.Tid) (changed, kept int) {
-	for _, m := range keptRe.FindAllStringSubmatch(srv.Log(), -1) {
-		if m[1] == tid.String() {
-			changed, _ = strconv.Atoi(m[2])
-			kept, _ = strconv.Atoi(m[3])
-			return changed, kept
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, m := range keptRe.FindAllStringSubmatch(srv.Log(), -1) {
+			if m[1] == tid.String() {
+				changed, _ = strconv.Atoi(m[2])
+				kept, _ = strconv.Atoi(m[3])
+				return changed, kept
+			}
 		}
 	}
 	return -1, -1
