@@ -157,8 +157,8 @@ func (f *FileH) whyInvalid(ctx context.Context, at zodb.Tid, openErr error) (wat
 // serve (the reference's text); the reason follows it after ": ".
 const errUnknownFile = "file not yet known to wcfs or is not a ZBigFile"
 
-// openHead opens head/bigfile/<foid>. If head/ does not show the file yet
-// and is behind at, it waits for head/at >= at and retries.
+// openHead opens head/bigfile/<foid>. If head/ does not show the file, it
+// waits for head/at >= at (if it is behind) and looks again.
 func (f *FileH) openHead(ctx context.Context, at zodb.Tid) (*os.File, error) {
 	wc := f.conn.wc
 	path := wc.path("head/bigfile/" + f.foid.String())
@@ -166,12 +166,18 @@ func (f *FileH) openHead(ctx context.Context, at zodb.Tid) (*os.File, error) {
 	if err == nil || !(errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EINVAL)) {
 		return headf, err
 	}
-	if head, herr := wc.HeadAt(); herr != nil || head >= at {
+	head, herr := wc.HeadAt()
+	if herr != nil {
 		return nil, err
 	}
-	if err := wc.waitHead(ctx, at); err != nil {
-		return nil, err
+	if head < at {
+		if err := wc.waitHead(ctx, at); err != nil {
+			return nil, err
+		}
 	}
+	// head/ is at at now; it may have been when the open failed, or it may
+	// have got there in between (the server processed the commit that
+	// created the file right after the lookup): look again
 	return os.Open(path)
 }
 
