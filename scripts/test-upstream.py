@@ -91,8 +91,15 @@ def build_original(kit):
     # the kit builds the original with its own settings: not this project's
     # go.env (GOFLAGS=-mod=readonly would refuse the original's go.sum)
     env = {k: v for k, v in os.environ.items() if k not in ("GOFLAGS", "CGO_CFLAGS", "GOTOOLCHAIN")}
+    # its step lines ("[hh:mm:ss] == step N/9: ...") are shown as they come
     with open(log, "w") as f:
-        p = subprocess.run([os.path.join(kit, "build.sh"), ENVDIR], stdout=f, stderr=subprocess.STDOUT, env=env)
+        p = subprocess.Popen([os.path.join(kit, "build.sh"), ENVDIR], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, env=env, text=True, errors="replace")
+        for line in p.stdout:
+            f.write(line)
+            if re.match(r"\[\d\d:\d\d:\d\d\] (==|   )", line):
+                print("test-upstream: build.sh: " + line.rstrip(), flush=True)
+        p.wait()
     if p.returncode != 0:
         with open(log) as f:
             tail = f.read().splitlines()[-40:]
