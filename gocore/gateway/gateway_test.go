@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"wendelin.dev/wcfs/gocore/internal/startlock"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // tlogWriter sends the gateway's log to the test log.
@@ -36,16 +37,6 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func needFUSE(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts with mount(2) and checks other users' directories)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
 }
 
 // tgw is a Gateway under test with its own mount root, so that tests can run
@@ -61,7 +52,7 @@ type tgw struct {
 // root, processes serving there, the root itself; leftovers fail the test.
 func newTGW(t testing.TB, mode string) *tgw {
 	t.Helper()
-	needFUSE(t)
+	testenv.NeedFUSE(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +206,7 @@ func TestChildEnv(t *testing.T) {
 }
 
 func TestDirs(t *testing.T) {
-	needFUSE(t) // root: chown to another user
+	testenv.NeedFUSE(t) // root: chown to another user
 	ensureRoot := func(root string) error {
 		return (&Gateway{Root: root, Log: slog.New(slog.NewTextHandler(tlogWriter{t}, nil))}).ensureRoot()
 	}
