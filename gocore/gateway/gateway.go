@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"wendelin.dev/wcfs/gocore/internal/keylock"
 	"wendelin.dev/wcfs/gocore/internal/startlock"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
@@ -68,11 +69,12 @@ type Gateway struct {
 	// outliving its starter does not hold the starter's stdout pipe).
 	ServerOutput *os.File
 
+	joining keylock.Map[string] // mountpoint -> lock of the slow join path
+
 	mu       sync.Mutex
-	reg      map[string]*WCFS         // mountpoint -> joined WCFS
-	joining  map[string]chan struct{} // mountpoint -> semaphore of the slow join path
-	stuck    map[string]time.Time     // path -> start of a probe that did not return
-	serialno uint64
+	reg      map[string]*WCFS     // mu; mountpoint -> joined WCFS
+	stuck    map[string]time.Time // mu; path -> start of a probe that did not return
+	serialno uint64               // mu
 }
 
 // Autostart says whether Join may start a server.

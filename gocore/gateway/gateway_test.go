@@ -742,8 +742,10 @@ func TestConcurrentJoin(t *testing.T) {
 		ws   []*WCFS
 	)
 	// several gateways = several "processes" as far as registries go
+	var gws []*Gateway
 	for i := 0; i < 8; i++ {
 		g := &Gateway{Exe: tg.Exe, Root: tg.Root, StartTimeout: 10 * time.Second, Log: tg.Log}
+		gws = append(gws, g)
 		for j := 0; j < 2; j++ {
 			wg.Add(1)
 			go func() {
@@ -765,6 +767,11 @@ func TestConcurrentJoin(t *testing.T) {
 	wg.Wait()
 	if len(srvs) != 1 {
 		t.Errorf("%d servers started", len(srvs))
+	}
+	for i, g := range gws {
+		if n := g.joining.Len(); n != 0 {
+			t.Errorf("gateway %d: %d mountpoints keep a join lock after the joins", i, n)
+		}
 	}
 	for _, w := range ws {
 		w.Close()
