@@ -214,6 +214,23 @@ func (e env) serverOptions(optv []string) []string {
 	return append(strings.Fields(v), optv...)
 }
 
+// DefaultAutostart says whether Join starts a server when its caller does
+// not say (AutostartEnv), by $WENDELIN_CORE_WCFS_AUTOSTART of environ ("K=V"
+// strings; nil: this process's environment): "yes" (any case) or unset, or
+// "no"; anything else is an error naming the value. The one parser of the
+// variable: the Python package asks it too.
+func DefaultAutostart(environ []string) (bool, error) {
+	return env(environ).autostart(AutostartEnv)
+}
+
+// ServerOptions returns the options of a server started or served with
+// options optv: $WENDELIN_CORE_WCFS_OPTIONS of environ (nil: this process's
+// environment), split on white space, then optv. The one parser of the
+// variable: the Python package asks it too.
+func ServerOptions(environ, optv []string) []string {
+	return env(environ).serverOptions(optv)
+}
+
 // startTimeout returns the readiness timeout: explicit, else from the
 // environment, else the Gateway's.
 func (g *Gateway) startTimeout(e env, explicit time.Duration) (time.Duration, error) {

@@ -170,6 +170,11 @@ func TestEnv(t *testing.T) {
 		{[]string{EnvAutostart + "=maybe"}, AutostartEnv, false, `want yes or no`},
 	} {
 		got, err := env(tc.env).autostart(tc.a)
+		if tc.a == AutostartEnv { // what the Python package asks
+			if got2, err2 := DefaultAutostart(tc.env); got2 != got || fmt.Sprint(err2) != fmt.Sprint(err) {
+				t.Errorf("%v: DefaultAutostart %v %v, autostart %v %v", tc.env, got2, err2, got, err)
+			}
+		}
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%v %v: error %v, want %q", tc.env, tc.a, err, tc.err)
@@ -179,9 +184,9 @@ func TestEnv(t *testing.T) {
 		}
 	}
 
-	e := env{EnvOptions + "= -debug   -logtostderr "}
-	if got := strings.Join(e.serverOptions([]string{"-autoexit"}), " "); got != "-debug -logtostderr -autoexit" {
-		t.Errorf("serverOptions: %q", got)
+	e := []string{EnvOptions + "= -debug   -logtostderr "}
+	if got := strings.Join(ServerOptions(e, []string{"-autoexit"}), " "); got != "-debug -logtostderr -autoexit" {
+		t.Errorf("ServerOptions: %q", got)
 	}
 	g := &Gateway{}
 	for _, tc := range []struct {
