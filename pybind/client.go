@@ -29,7 +29,7 @@ import (
 // the WCFS joined for it over time: @<rev> files are shared per mount).
 var clients struct {
 	mu sync.Mutex
-	m  map[string]*client.WCFS
+	m  map[string]*client.WCFS // mu; mountpoint -> client
 }
 
 func clientOf(mntpt string) *client.WCFS {
