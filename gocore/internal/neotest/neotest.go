@@ -17,7 +17,7 @@
 // is kept open and its directory removed at once, and it is executed through
 // /proc/<pid>/fd/<n>, so that nothing is left on disk even if the test process
 // is killed. Clusters are stopped by PID in t.Cleanup and die with the test
-// process (see zeotest/testproc).
+// process (see package testproc).
 //
 // neos:// clusters (Options.TLS) get a throw-away CA and one node
 // certificate, shared by the cluster and its clients as NEO deployments do.
