@@ -57,6 +57,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -77,8 +78,21 @@ func usage() {
 	flag.PrintDefaults()
 }
 
+// defaultGOGC is the server's garbage collection target unless $GOGC or
+// $GOMEMLIMIT says otherwise: the heap may grow by half of what is live
+// between collections, not by all of it (Go's 100). The server's live heap
+// is mostly the block history of the last minute of commits; with 100 a run
+// of big commits (20 of 100,000 changed blocks each, back to back) peaked at
+// 273-325 MiB of private memory, with 50 at 241 MiB (BENCHMARKS.md, "Big
+// commits"). The read path allocates little, so collecting more often costs
+// little.
+const defaultGOGC = 50
+
 func main() {
 	closeInheritedFDs()
+	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetGCPercent(defaultGOGC)
+	}
 	flag.Usage = usage
 	flag.CommandLine.Init(os.Args[0], flag.ContinueOnError)
 	var opt server.Options
