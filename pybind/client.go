@@ -18,7 +18,6 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
-	"unsafe"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
@@ -30,7 +29,7 @@ import (
 // the WCFS joined for it over time: @<rev> files are shared per mount).
 var clients struct {
 	mu sync.Mutex
-	m  map[string]*client.WCFS
+	m  map[string]*client.WCFS // mu; mountpoint -> client
 }
 
 func clientOf(mntpt string) *client.WCFS {
@@ -259,12 +258,3 @@ func (r *PinReq) At() string {
 
 // Msg returns the request as received.
 func (r *PinReq) Msg() string { return r.r.Msg }
-
-// ---- test helpers ----
-
-// TReadFaults reads the first byte of every page of [addr, addr+n) and
-// returns, per page, '1' if the read faulted and '0' if not (tests check
-// that closed mappings fault, without crashing the process).
-func TReadFaults(addr, n int) string {
-	return client.ReadFaults(*(*unsafe.Pointer)(unsafe.Pointer(&addr)), n)
-}

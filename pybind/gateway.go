@@ -9,7 +9,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -39,6 +38,31 @@ func Mountpoint(zurl string) (string, error) {
 func MakeMountpoint(zurl string) (string, error) {
 	mntpt, err := gw.MakeMountpoint(zurl)
 	return mntpt, pyerr(err)
+}
+
+// DefaultAutostart says whether a join starts a server when its caller does
+// not say, by $WENDELIN_CORE_WCFS_AUTOSTART of environ (see gateway).
+func DefaultAutostart(environ string) (bool, error) {
+	env, err := strlist("environ", environ)
+	if err != nil {
+		return false, err
+	}
+	return gateway.DefaultAutostart(env)
+}
+
+// ServerOptions returns (a JSON list) the options a server started with
+// optv gets: $WENDELIN_CORE_WCFS_OPTIONS of environ, then optv (see gateway).
+func ServerOptions(optv, environ string) (string, error) {
+	opts, err := strlist("optv", optv)
+	if err != nil {
+		return "", err
+	}
+	env, err := strlist("environ", environ)
+	if err != nil {
+		return "", err
+	}
+	js, err := json.Marshal(gateway.ServerOptions(env, opts))
+	return string(js), err
 }
 
 // Join joins the server for zurl (see gateway.Gateway.Join). environ is the
@@ -191,9 +215,6 @@ type WCFS struct{ w *gateway.WCFS }
 
 // OK reports whether w is a joined server (see JoinRunning).
 func (w *WCFS) OK() bool { return w.w != nil }
-
-// Info returns "<serial> <mountpoint>" (one call instead of two).
-func (w *WCFS) Info() string { return fmt.Sprintf("%d %s", w.w.Serial(), w.w.Mountpoint()) }
 
 func (w *WCFS) Mountpoint() string { return w.w.Mountpoint() }
 func (w *WCFS) Zurl() string       { return w.w.Zurl() }

@@ -121,8 +121,8 @@ func pyerr(err error) error {
 // logQueue collects the gateway's log records until Python takes them.
 type logQueue struct {
 	mu      sync.Mutex
-	records []logRecord
-	dropped int
+	records []logRecord // mu
+	dropped int         // mu
 }
 
 type logRecord struct {

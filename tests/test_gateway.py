@@ -145,6 +145,22 @@ def test_join_autostart_environment(wcfs_db, monkeypatch):
     wcfs._wcautostarted.remove(wc)
 
 
+def test_environment_parsed_in_go(monkeypatch):
+    # the reference's helpers read the variables as the gateway does (one
+    # parser, in Go), at the time of the call
+    monkeypatch.delenv("WENDELIN_CORE_WCFS_AUTOSTART", raising=False)
+    assert wcfs._default_autostart() is True
+    monkeypatch.setenv("WENDELIN_CORE_WCFS_AUTOSTART", "No")
+    assert wcfs._default_autostart() is False
+    monkeypatch.setenv("WENDELIN_CORE_WCFS_AUTOSTART", "maybe")
+    with pytest.raises(ValueError, match=r"WENDELIN_CORE_WCFS_AUTOSTART=\"maybe\": want yes or no"):
+        wcfs._default_autostart()
+    monkeypatch.setenv("WENDELIN_CORE_WCFS_OPTIONS", "  -debug\t-pintimeout 7s ")
+    assert wcfs._optv_with_wcfs_defaults(("-autoexit", "a b")) == ("-debug", "-pintimeout", "7s", "-autoexit", "a b")
+    monkeypatch.delenv("WENDELIN_CORE_WCFS_OPTIONS")
+    assert wcfs._optv_with_wcfs_defaults(()) == ()
+
+
 def crash(wc):
     """crash SIGKILLs wc's server and checks what its clients see."""
     kill_server(wc._wcsrv)

@@ -535,14 +535,15 @@ _wcautostarted = []  # of WCFS that started their server (for tests to stop them
 
 class _Autostart:
     """The default of join's autostart: $WENDELIN_CORE_WCFS_AUTOSTART at the
-    time of the call (yes if unset). bool() of it evaluates the variable."""
+    time of the call (yes if unset). bool() of it evaluates the variable (in
+    Go, the one parser of it: ValueError naming a value other than yes or
+    no)."""
 
     def __bool__(self):
-        v = os.environ.get("WENDELIN_CORE_WCFS_AUTOSTART", "yes")
         try:
-            return {"yes": True, "no": False}[v.lower()]
-        except KeyError:
-            raise ValueError("wcfs: $WENDELIN_CORE_WCFS_AUTOSTART=%r: want yes or no" % v) from None
+            return _call(_gopy.DefaultAutostart, _environ())
+        except WCFSError as e:
+            raise ValueError("wcfs: %s" % e) from None
 
     def __repr__(self):
         return "$WENDELIN_CORE_WCFS_AUTOSTART"
@@ -572,10 +573,10 @@ def join(zurl, autostart=_default_autostart_value):  # -> WCFS
         else:
             a = _gopy.AutostartYes if autostart else _gopy.AutostartNo
         gowc = _call(_gopy.Join, zurl, a, _environ(), 0)
-    serial, mntpt = gowc.Info().split(" ", 1)
+    serial, mntpt = gowc.Serial(), gowc.Mountpoint()
     with _wcmu:
         wc = _wcregistry.get(mntpt)
-        if wc is None or wc._serial != int(serial):
+        if wc is None or wc._serial != serial:
             wc = WCFS(gowc)
             _wcregistry[mntpt] = wc
             if wc._wcsrv is not None:
@@ -646,8 +647,9 @@ def _mntpt_4zurl(zurl):
 
 
 def _optv_with_wcfs_defaults(optv):
-    """_optv_with_wcfs_defaults returns optv after $WENDELIN_CORE_WCFS_OPTIONS."""
-    return tuple(os.environ.get("WENDELIN_CORE_WCFS_OPTIONS", "").split()) + tuple(optv)
+    """_optv_with_wcfs_defaults returns optv after $WENDELIN_CORE_WCFS_OPTIONS
+    (split in Go, as for the servers it starts)."""
+    return tuple(json.loads(_call(_gopy.ServerOptions, json.dumps(list(optv)), _environ())))
 
 
 def _is_mountpoint(path):

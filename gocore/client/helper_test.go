@@ -20,6 +20,7 @@ import (
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/internal/procmem"
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
@@ -95,7 +96,7 @@ func blkData(blksize int64, tag string, blk int64) []byte {
 // faults reports whether reading every page of b faults, and whether any
 // page does.
 func faults(b []byte) (all bool, any bool) {
-	res := ReadFaults(unsafe.Pointer(unsafe.SliceData(b)), len(b))
+	res := procmem.Faults(unsafe.Pointer(unsafe.SliceData(b)), len(b))
 	return !strings.Contains(res, "0"), strings.Contains(res, "1")
 }
 

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"unsafe"
+
+	"wendelin.dev/wcfs/gocore/internal/procmem"
 )
 
 // Mapping is a read-only memory mapping of blocks [BlkStart, BlkStop) of a
@@ -60,7 +62,7 @@ func (m *Mapping) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	n := min(len(p), m.length-int(off))
-	got, err := readMem(p[:n], unsafe.Add(m.addr, off))
+	got, err := procmem.Read(p[:n], unsafe.Add(m.addr, off))
 	if err != nil {
 		return got, fmt.Errorf("%s: read at %d: %w", m, off+int64(got), err)
 	}

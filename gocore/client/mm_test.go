@@ -14,6 +14,8 @@ import (
 	"unsafe"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
+
+	"wendelin.dev/wcfs/gocore/internal/procmem"
 )
 
 // The memory mechanics, with pins applied by hand (a Conn without watch
@@ -252,7 +254,7 @@ func TestZeroMappingTakesNoMemory(t *testing.T) {
 	if err := f.pin(0, at0); err != nil {
 		t.Fatal(err)
 	}
-	if res := ReadFaults(unsafe.Pointer(unsafe.SliceData(m.Mem())), m.Len()); strings.Contains(res, "1") {
+	if res := procmem.Faults(unsafe.Pointer(unsafe.SliceData(m.Mem())), m.Len()); strings.Contains(res, "1") {
 		t.Fatalf("zero mapping faults: %s", res)
 	}
 	var rssZero int64

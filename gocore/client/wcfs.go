@@ -32,10 +32,10 @@ type WCFS struct {
 	Log *slog.Logger
 
 	mu       sync.Mutex
-	revFiles map[revKey]*revFile
-	conns    map[*Conn]struct{}
-	links    map[*WatchLink]struct{} // open watch links (of Conns and raw)
-	nconn    uint64
+	revFiles map[revKey]*revFile     // mu
+	conns    map[*Conn]struct{}      // mu
+	links    map[*WatchLink]struct{} // mu; open watch links (of Conns and raw)
+	nconn    uint64                  // mu
 }
 
 // New returns the client of the WCFS server mounted at mountpoint. It does

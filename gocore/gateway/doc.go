@@ -130,6 +130,6 @@
 // uid as the mount's user_id, argv ending in "ZURL MOUNTPOINT" and an open
 // /dev/fuse. Processes keeping a mount busy are found without touching it:
 // fdinfo mnt_id equal to the mount's id, memory maps on its device, cwd, root
-// or executable under it (gocore/internal/procfs, which the server's own
+// or executable under it (gocore/internal/mountprocs, which the server's own
 // busy report uses too).
 package gateway

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"wendelin.dev/wcfs/gocore/internal/keylock"
 	"wendelin.dev/wcfs/gocore/internal/startlock"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
@@ -68,11 +69,12 @@ type Gateway struct {
 	// outliving its starter does not hold the starter's stdout pipe).
 	ServerOutput *os.File
 
+	joining keylock.Map[string] // mountpoint -> lock of the slow join path
+
 	mu       sync.Mutex
-	reg      map[string]*WCFS         // mountpoint -> joined WCFS
-	joining  map[string]chan struct{} // mountpoint -> semaphore of the slow join path
-	stuck    map[string]time.Time     // path -> start of a probe that did not return
-	serialno uint64
+	reg      map[string]*WCFS     // mu; mountpoint -> joined WCFS
+	stuck    map[string]time.Time // mu; path -> start of a probe that did not return
+	serialno uint64               // mu
 }
 
 // Autostart says whether Join may start a server.
@@ -210,6 +212,23 @@ func (e env) autostart(a Autostart) (bool, error) {
 func (e env) serverOptions(optv []string) []string {
 	v, _ := e.lookup(EnvOptions)
 	return append(strings.Fields(v), optv...)
+}
+
+// DefaultAutostart says whether Join starts a server when its caller does
+// not say (AutostartEnv), by $WENDELIN_CORE_WCFS_AUTOSTART of environ ("K=V"
+// strings; nil: this process's environment): "yes" (any case) or unset, or
+// "no"; anything else is an error naming the value. The one parser of the
+// variable: the Python package asks it too.
+func DefaultAutostart(environ []string) (bool, error) {
+	return env(environ).autostart(AutostartEnv)
+}
+
+// ServerOptions returns the options of a server started or served with
+// options optv: $WENDELIN_CORE_WCFS_OPTIONS of environ (nil: this process's
+// environment), split on white space, then optv. The one parser of the
+// variable: the Python package asks it too.
+func ServerOptions(environ, optv []string) []string {
+	return env(environ).serverOptions(optv)
 }
 
 // startTimeout returns the readiness timeout: explicit, else from the

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"wendelin.dev/wcfs/gocore/internal/startlock"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // tlogWriter sends the gateway's log to the test log.
@@ -36,16 +37,6 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
-}
-
-func needFUSE(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts with mount(2) and checks other users' directories)")
-	}
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skip("no /dev/fuse")
-	}
 }
 
 // tgw is a Gateway under test with its own mount root, so that tests can run
@@ -61,7 +52,7 @@ type tgw struct {
 // root, processes serving there, the root itself; leftovers fail the test.
 func newTGW(t testing.TB, mode string) *tgw {
 	t.Helper()
-	needFUSE(t)
+	testenv.NeedFUSE(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -179,6 +170,11 @@ func TestEnv(t *testing.T) {
 		{[]string{EnvAutostart + "=maybe"}, AutostartEnv, false, `want yes or no`},
 	} {
 		got, err := env(tc.env).autostart(tc.a)
+		if tc.a == AutostartEnv { // what the Python package asks
+			if got2, err2 := DefaultAutostart(tc.env); got2 != got || fmt.Sprint(err2) != fmt.Sprint(err) {
+				t.Errorf("%v: DefaultAutostart %v %v, autostart %v %v", tc.env, got2, err2, got, err)
+			}
+		}
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%v %v: error %v, want %q", tc.env, tc.a, err, tc.err)
@@ -188,9 +184,9 @@ func TestEnv(t *testing.T) {
 		}
 	}
 
-	e := env{EnvOptions + "= -debug   -logtostderr "}
-	if got := strings.Join(e.serverOptions([]string{"-autoexit"}), " "); got != "-debug -logtostderr -autoexit" {
-		t.Errorf("serverOptions: %q", got)
+	e := []string{EnvOptions + "= -debug   -logtostderr "}
+	if got := strings.Join(ServerOptions(e, []string{"-autoexit"}), " "); got != "-debug -logtostderr -autoexit" {
+		t.Errorf("ServerOptions: %q", got)
 	}
 	g := &Gateway{}
 	for _, tc := range []struct {
@@ -215,7 +211,7 @@ func TestChildEnv(t *testing.T) {
 }
 
 func TestDirs(t *testing.T) {
-	needFUSE(t) // root: chown to another user
+	testenv.NeedFUSE(t) // root: chown to another user
 	ensureRoot := func(root string) error {
 		return (&Gateway{Root: root, Log: slog.New(slog.NewTextHandler(tlogWriter{t}, nil))}).ensureRoot()
 	}
@@ -751,8 +747,10 @@ func TestConcurrentJoin(t *testing.T) {
 		ws   []*WCFS
 	)
 	// several gateways = several "processes" as far as registries go
+	var gws []*Gateway
 	for i := 0; i < 8; i++ {
 		g := &Gateway{Exe: tg.Exe, Root: tg.Root, StartTimeout: 10 * time.Second, Log: tg.Log}
+		gws = append(gws, g)
 		for j := 0; j < 2; j++ {
 			wg.Add(1)
 			go func() {
@@ -774,6 +772,11 @@ func TestConcurrentJoin(t *testing.T) {
 	wg.Wait()
 	if len(srvs) != 1 {
 		t.Errorf("%d servers started", len(srvs))
+	}
+	for i, g := range gws {
+		if n := g.joining.Len(); n != 0 {
+			t.Errorf("gateway %d: %d mountpoints keep a join lock after the joins", i, n)
+		}
 	}
 	for _, w := range ws {
 		w.Close()

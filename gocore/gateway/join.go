@@ -146,7 +146,7 @@ func (g *Gateway) join(ctx context.Context, z zurl.ZURL, opt *JoinOptions) (*WCF
 		return w, nil
 	}
 	// slow path, one at a time per mountpoint in this process
-	release, err := g.acquireJoining(ctx, mntpt)
+	release, err := g.joining.Lock(ctx, mntpt)
 	if err != nil {
 		return nil, err
 	}
@@ -280,26 +280,6 @@ func (w *WCFS) findServerProcess(m *Mount) {
 		return
 	}
 	w.proc = proc
-}
-
-// acquireJoining serializes the slow join path per mountpoint.
-func (g *Gateway) acquireJoining(ctx context.Context, mntpt string) (release func(), err error) {
-	g.mu.Lock()
-	if g.joining == nil {
-		g.joining = map[string]chan struct{}{}
-	}
-	sem := g.joining[mntpt]
-	if sem == nil {
-		sem = make(chan struct{}, 1)
-		g.joining[mntpt] = sem
-	}
-	g.mu.Unlock()
-	select {
-	case sem <- struct{}{}:
-		return func() { <-sem }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
 }
 
 type stateKind int

@@ -43,7 +43,7 @@ type notifyListener struct {
 	closeOnce sync.Once
 
 	mu    sync.Mutex
-	state notifyState
+	state notifyState // mu
 }
 
 func listenNotify() (*notifyListener, error) {

@@ -19,8 +19,8 @@ import (
 	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
+	"wendelin.dev/wcfs/gocore/internal/mountprocs"
 	"wendelin.dev/wcfs/gocore/internal/pidfd"
-	mountprocs "wendelin.dev/wcfs/gocore/internal/procfs"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
 
@@ -224,7 +224,7 @@ func (h Holder) String() string {
 	return s
 }
 
-// holders lists the processes using mount m (gocore/internal/procfs: from
+// holders lists the processes using mount m (gocore/internal/mountprocs: from
 // /proc only, never touching the mount, which may hang).
 func holders(m *Mount) ([]Holder, error) {
 	users, err := mountprocs.MountUsers(mountprocs.Mount{ID: m.ID, Dev: m.Dev(), Point: m.Point})

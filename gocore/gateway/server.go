@@ -34,8 +34,8 @@ type Server struct {
 	mount *Mount   // its mount, once known
 	log   string   // its log file ("" if its output goes elsewhere)
 
-	mu    sync.Mutex // protects abort
-	abort *os.File   // the FUSE connection's abort file, opened at start
+	mu    sync.Mutex
+	abort *os.File // mu; the FUSE connection's abort file, opened at start
 
 	stopOnce sync.Once
 	stopErr  error

@@ -30,7 +30,7 @@ import (
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
-	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 	"wendelin.dev/wcfs/gocore/zdata"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
@@ -103,8 +103,8 @@ func benchDB(b *testing.B, p benchParams) (string, zodb.Oid) {
 // persistent classes, and decodes the JSON it prints into res.
 func runScript(tb testing.TB, res any, script string, args ...string) {
 	tb.Helper()
-	root := testdb.RepoRoot(tb)
-	cmd := exec.Command(testdb.Python(tb), append([]string{filepath.Join(root, "gocore", "history", "testdata", script)}, args...)...)
+	root := testenv.Repo(tb)
+	cmd := exec.Command(testenv.Python(tb), append([]string{filepath.Join(root, "gocore", "history", "testdata", script)}, args...)...)
 	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join(root, "tools", "pylib"), "PYTHONDONTWRITEBYTECODE=1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -19,7 +19,7 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
-	mountprocs "wendelin.dev/wcfs/gocore/internal/procfs"
+	"wendelin.dev/wcfs/gocore/internal/mountprocs"
 )
 
 // activity wraps the raw FUSE filesystem to see every request: it counts
@@ -158,7 +158,7 @@ func (s *Server) busyReport() string {
 }
 
 // busyHolders lists the processes that use the server's mount at mnt (open
-// files, mappings, cwd, root, exe: gocore/internal/procfs), without touching
+// files, mappings, cwd, root, exe: gocore/internal/mountprocs), without touching
 // the mount itself.
 func busyHolders(mnt string) []string {
 	m, ok := ownMount(mnt)

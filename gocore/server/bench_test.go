@@ -47,6 +47,7 @@ import (
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 	"wendelin.dev/wcfs/gocore/zdata"
 	"wendelin.dev/wcfs/gocore/zurl"
@@ -149,7 +150,7 @@ func refBinary(b *testing.B) string {
 	if p := os.Getenv("WCFS_REF_BIN"); p != "" {
 		return p
 	}
-	p := filepath.Join(testdb.RepoRoot(b), ".upstream", "env", "wendelin.core", "wcfs", "wcfs.orig")
+	p := filepath.Join(testenv.Repo(b), ".upstream", "env", "wendelin.core", "wcfs", "wcfs.orig")
 	if _, err := os.Stat(p); err != nil {
 		return ""
 	}

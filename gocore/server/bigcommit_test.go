@@ -25,6 +25,7 @@ import (
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testproc"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
 
@@ -547,7 +548,7 @@ func waitVisible(tb testing.TB, zh *zheadStream, srv *wcfstest.Server, tid zodb.
 				tb.Fatalf("zhead: got @%s, expected @%s first", ev.tid, tid)
 			}
 		case <-tick.C:
-			if !wcfstest.ProcessAlive(srv.PID) {
+			if !testproc.Alive(srv.PID) {
 				return zheadEvent{}, false
 			}
 		case <-deadline:

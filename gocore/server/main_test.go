@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 )
 
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 // small.fs and its manifest (skips when ../shared is absent).
 func smallFS(t *testing.T) (zurl string, m *testdb.Manifest) {
 	t.Helper()
-	dir := testdb.SharedZODB(t)
+	dir := testenv.SharedZODB(t)
 	m, err := testdb.LoadManifest(filepath.Join(dir, "small.json"))
 	if err != nil {
 		t.Fatal(err)

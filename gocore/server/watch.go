@@ -12,7 +12,7 @@ package server
 // request handler runs per watch request; pins are sent from watch setups
 // and from head reads (pin.go).
 //
-// Locks, in order: watchLink.setupSem (one setup per link and file; taken
+// Locks, in order: watchLink.setups (one setup per link and file; taken
 // before waiting for head/at to reach the watch's at) > headView.commitMu
 // (R: the rest of the setup, from when head/at is there) > watch.atMu (W
 // while a setup changes at and computes its pins, R while a pin to that
@@ -50,6 +50,7 @@ import (
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/history"
+	"wendelin.dev/wcfs/gocore/internal/keylock"
 	"wendelin.dev/wcfs/gocore/wproto"
 	"wendelin.dev/wcfs/gocore/zdata"
 )
@@ -61,13 +62,13 @@ type isolation struct {
 
 	links   gate // serve goroutines of links; closed when the server stops
 	linksMu sync.Mutex
-	linkSet map[*watchLink]struct{}
+	linkSet map[*watchLink]struct{} // linksMu
 	nextID  atomic.Int64
 
 	// fmu protects files: the watches registered on each head file.
 	fmu    sync.RWMutex
-	files  map[*bigFile]map[*watch]struct{}
-	nwatch atomic.Int64 // number of registered watches (fast path of reads)
+	files  map[*bigFile]map[*watch]struct{} // fmu
+	nwatch atomic.Int64                     // number of registered watches (fast path of reads)
 }
 
 // initIsolation sets up head/watch and the hooks of the protocol on h.
@@ -182,7 +183,7 @@ func (iso *isolation) unregister(w *watch) {
 // gate counts goroutines of one kind and, once closed, lets no new one in.
 type gate struct {
 	mu     sync.Mutex
-	closed bool
+	closed bool // mu
 	wg     sync.WaitGroup
 }
 
@@ -320,9 +321,10 @@ type watchLink struct {
 	pins     gate // pins in progress (setups and reads)
 	killOnce sync.Once
 
-	mu       sync.Mutex
-	byfile   map[zodb.Oid]*watch
-	setupSem map[zodb.Oid]chan struct{} // one setup per file at a time
+	setups keylock.Map[zodb.Oid] // one setup per file at a time
+
+	mu     sync.Mutex
+	byfile map[zodb.Oid]*watch // mu
 }
 
 // openLink creates the link of a client whose (thread) id is tid.
@@ -337,13 +339,12 @@ func (iso *isolation) openLink(tid int) (*watchLink, error) {
 	}
 	pipe := wproto.NewPipe()
 	wl := &watchLink{
-		iso:      iso,
-		id:       iso.nextID.Add(1),
-		pipe:     pipe,
-		link:     wproto.NewLink(wproto.RoleServer, pipe),
-		client:   client,
-		byfile:   make(map[zodb.Oid]*watch),
-		setupSem: make(map[zodb.Oid]chan struct{}),
+		iso:    iso,
+		id:     iso.nextID.Add(1),
+		pipe:   pipe,
+		link:   wproto.NewLink(wproto.RoleServer, pipe),
+		client: client,
+		byfile: make(map[zodb.Oid]*watch),
 	}
 	wl.ctx, wl.cancel = context.WithCancel(iso.srv.ctx)
 	iso.linksMu.Lock()
@@ -429,23 +430,6 @@ func (wl *watchLink) handle(req *wproto.Request) {
 	}
 }
 
-// lockSetup serialises setups of one file on the link.
-func (wl *watchLink) lockSetup(ctx context.Context, foid zodb.Oid) (unlock func(), err error) {
-	wl.mu.Lock()
-	sem := wl.setupSem[foid]
-	if sem == nil {
-		sem = make(chan struct{}, 1)
-		wl.setupSem[foid] = sem
-	}
-	wl.mu.Unlock()
-	select {
-	case sem <- struct{}{}:
-		return func() { <-sem }, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
 // ---- watches ----
 
 // watch is a client's watch of one file on one link.
@@ -457,13 +441,13 @@ type watch struct {
 	// to this watch is prepared and sent (at stays put). at also lives in
 	// atA, readable without the lock (fast checks, history bound).
 	atMu sync.RWMutex
-	at   zodb.Tid
+	at   zodb.Tid // atMu
 	atA  atomic.Uint64
-	gone bool // removed: pins to it are not sent any more
+	gone bool // atMu; removed: pins to it are not sent any more
 
 	pinMu    sync.Mutex
-	pinned   map[int64]zodb.Tid      // blocks pinned (acked) to a revision
-	inflight map[int64]chan struct{} // blocks with a pin being sent
+	pinned   map[int64]zodb.Tid      // pinMu; blocks pinned (acked) to a revision
+	inflight map[int64]chan struct{} // pinMu; blocks with a pin being sent
 }
 
 func (w *watch) atNow() zodb.Tid { return zodb.Tid(w.atA.Load()) }
@@ -506,7 +490,7 @@ func (wl *watchLink) setupWatch(ctx context.Context, req wproto.Watch) (err erro
 			err = fmt.Errorf("setup watch f<%s> @%s: %w", req.Foid, at, err)
 		}
 	}()
-	unlock, err := wl.lockSetup(ctx, req.Foid)
+	unlock, err := wl.setups.Lock(ctx, req.Foid)
 	if err != nil {
 		return err
 	}
@@ -604,7 +588,7 @@ func (wl *watchLink) setupWatch(ctx context.Context, req wproto.Watch) (err erro
 		return err
 	}
 	// downgrade: reads pin w concurrently (with the new at); no other
-	// setup of w runs (setupSem)
+	// setup of w runs (setups)
 	w.atMu.Unlock()
 	w.atMu.RLock()
 	defer w.atMu.RUnlock()

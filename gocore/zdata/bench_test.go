@@ -24,6 +24,7 @@ import (
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 	"wendelin.dev/wcfs/gocore/internal/zeotest"
 	"wendelin.dev/wcfs/gocore/internal/zpickle"
 )
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 // "zf0" in format fmt (ZBlk0 or ZBlk1), made by genuine ZODB.
 func benchDB(b *testing.B, fmt_ string) string {
 	b.Helper()
-	return testdb.Gen(b, "--files=1", "--size="+testdb.EnvOr("ZDATA_BENCH_SIZE", "64M"),
+	return testdb.Gen(b, "--files=1", "--size="+testenv.Getenv("ZDATA_BENCH_SIZE", "64M"),
 		"--blksize=2M", "--fmt="+fmt_)
 }
 

@@ -22,13 +22,14 @@ import (
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // fixtureDir returns ../shared/testdata/zodb beside the repository root,
 // or skips the test with a clear message when it is absent.
 func fixtureDir(t testing.TB) string {
 	t.Helper()
-	return testdb.SharedZODB(t)
+	return testenv.SharedZODB(t)
 }
 
 func loadJSON(t testing.TB, path string, v any) {

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // The examples of spec 7.1, which the reference tests.
@@ -207,7 +209,7 @@ func TestParseRefuses(t *testing.T) {
 // TestNormalizeAgainstPython compares Normalize with the reference
 // algorithm run by Python's urllib (testdata/pyoracle.py) on generated zurls.
 func TestNormalizeAgainstPython(t *testing.T) {
-	py := python(t)
+	py := testenv.Python(t)
 	rng := rand.New(rand.NewSource(1))
 	inputs := []string{
 		"neo://c@x:1?a=%", "neo://c@x:1?a=%4", "neo://c@x:1?a=%zz&b=%41%42",
@@ -305,23 +307,4 @@ func randZurl(rng *rand.Rand) string {
 		z += "#" + text()
 	}
 	return z
-}
-
-// python returns the project's interpreter ($WCFS_PYTHON or .venv), or skips.
-func python(t testing.TB) string {
-	if py := os.Getenv("WCFS_PYTHON"); py != "" {
-		return py
-	}
-	dir, _ := os.Getwd()
-	for ; dir != "/"; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			py := filepath.Join(dir, ".venv/bin/python")
-			if _, err := os.Stat(py); err == nil {
-				return py
-			}
-			break
-		}
-	}
-	t.Skip("no Python interpreter: set $WCFS_PYTHON or run `make deps-venv`")
-	return ""
 }

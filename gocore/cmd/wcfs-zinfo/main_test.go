@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 func runZInfo(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -23,7 +24,7 @@ func runZInfo(t *testing.T, args ...string) (code int, stdout, stderr string) {
 // TestSmall shows small.fs (written by genuine ZODB) at its head and at its
 // first transaction with files, and checks the hashes against its manifest.
 func TestSmall(t *testing.T) {
-	dir := testdb.SharedZODB(t)
+	dir := testenv.SharedZODB(t)
 	m, err := testdb.LoadManifest(filepath.Join(dir, "small.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +59,7 @@ func TestSmall(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	dir := testdb.SharedZODB(t)
+	dir := testenv.SharedZODB(t)
 	fs := filepath.Join(dir, "small.fs")
 	for _, tt := range []struct {
 		args []string

@@ -25,6 +25,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/fs1map"
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // openDriver opens path with neo/go's FileStorage driver: the reference
@@ -244,7 +245,7 @@ func TestLoadSmallRecords(t *testing.T) {
 // TestSharedFixtures: the genuine-ZODB databases in ../shared (Python 2 and
 // 3 era pickles, ZBlk0 and ZBlk1).
 func TestSharedFixtures(t *testing.T) {
-	dir := testdb.SharedZODB(t)
+	dir := testenv.SharedZODB(t)
 	paths, _ := filepath.Glob(filepath.Join(dir, "*.fs"))
 	if len(paths) == 0 {
 		t.Skip("no fixtures")

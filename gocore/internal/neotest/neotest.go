@@ -17,7 +17,7 @@
 // is kept open and its directory removed at once, and it is executed through
 // /proc/<pid>/fd/<n>, so that nothing is left on disk even if the test process
 // is killed. Clusters are stopped by PID in t.Cleanup and die with the test
-// process (see zeotest/testproc).
+// process (see package testproc).
 //
 // neos:// clusters (Options.TLS) get a throw-away CA and one node
 // certificate, shared by the cluster and its clients as NEO deployments do.
@@ -34,15 +34,17 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"wendelin.dev/wcfs/gocore/internal/zeotest"
-	"wendelin.dev/wcfs/gocore/internal/zeotest/testproc"
+	"lab.nexedi.com/kirr/neo/go/zodb"
+	_ "lab.nexedi.com/kirr/neo/go/zodb/wks" // the drivers of Open
+
+	"wendelin.dev/wcfs/gocore/internal/testenv"
+	"wendelin.dev/wcfs/gocore/internal/testproc"
 )
 
 // Options configure a cluster.
@@ -54,7 +56,7 @@ type Options struct {
 // Cluster is a running (or stopped, between Stop and Restart) NEO cluster.
 //
 // The embedded Service takes it away (Stop, Kill, Pause/Resume) and brings it
-// back (Start) on the same addresses.
+// back (Restart) on the same addresses; its Log is the running process's.
 type Cluster struct {
 	*testproc.Service
 
@@ -138,19 +140,19 @@ func (c *Cluster) ZURL() string {
 	return fmt.Sprintf("neos://%s@%s?%s", c.Name, c.MasterAddr, c.TLS.Query())
 }
 
-// Log returns what the current cluster process logged ("" while stopped).
-func (c *Cluster) Log() string {
-	if p := c.Proc(); p != nil {
-		return p.Log()
-	}
-	return ""
-}
-
-// Restart starts the cluster again on the same addresses after Stop or Kill.
-func (c *Cluster) Restart() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+// Open opens the storage at zurl with neo/go's own client (read-only, no
+// cache) and closes it when the test ends: what a spelling of a cluster's
+// zurl opens, beside what WCFS makes of it.
+func Open(t testing.TB, zurl string) zodb.IStorage {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return c.Start(ctx)
+	stor, err := zodb.Open(ctx, zurl, &zodb.OpenOptions{ReadOnly: true, NoCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stor.Close() })
+	return stor
 }
 
 var helperBuild struct {
@@ -165,12 +167,9 @@ var helperBuild struct {
 // command and fails it when the build fails.
 func Helper(t testing.TB) string {
 	t.Helper()
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("neotest: the go command is needed to build the NEO cluster helper: %v", err)
-	}
+	testenv.NeedGo(t)
 	helperBuild.once.Do(func() {
-		helperBuild.path, helperBuild.file, helperBuild.err = buildHelper(goCmd)
+		helperBuild.path, helperBuild.file, helperBuild.err = buildHelper()
 	})
 	if helperBuild.err != nil {
 		t.Fatalf("neotest: %v", helperBuild.err)
@@ -178,17 +177,15 @@ func Helper(t testing.TB) string {
 	return helperBuild.path
 }
 
-func buildHelper(goCmd string) (path string, f *os.File, err error) {
+func buildHelper() (path string, f *os.File, err error) {
 	dir, err := os.MkdirTemp("", "neotest-")
 	if err != nil {
 		return "", nil, fmt.Errorf("build neocluster: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	bin := filepath.Join(dir, "neocluster")
-	cmd := exec.Command(goCmd, "build", "-o", bin, "wendelin.dev/wcfs/gocore/internal/neotest/cmd/neocluster")
-	cmd.Dir = zeotest.RepoDir()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("build neocluster: %w\n%s", err, out)
+	if err := testenv.GoBuild(bin, "wendelin.dev/wcfs/gocore/internal/neotest/cmd/neocluster"); err != nil {
+		return "", nil, fmt.Errorf("build neocluster: %w", err)
 	}
 	// keep the binary open and execute it through /proc: nothing stays on disk
 	f, err = os.Open(bin)

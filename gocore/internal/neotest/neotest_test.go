@@ -9,25 +9,22 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"net"
-	"syscall"
+	"os"
 	"testing"
 	"time"
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
-	_ "lab.nexedi.com/kirr/neo/go/zodb/wks"
+
+	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testproc"
 )
 
-func open(t testing.TB, zurl string) zodb.IStorage {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	stor, err := zodb.Open(ctx, zurl, &zodb.OpenOptions{ReadOnly: true, NoCache: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stor.Close() })
-	return stor
+// neo/go logs through glog, which otherwise writes files into $TMPDIR.
+func TestMain(m *testing.M) {
+	flag.Set("logtostderr", "true")
+	os.Exit(m.Run())
 }
 
 // sameObjects checks that every object of the FileStorage, at head, reads
@@ -80,12 +77,10 @@ loop:
 	}
 }
 
-func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
-
 // A cluster serves exactly the FileStorage behind it, over neo:// and neos://.
 func TestClusterServesFileStorage(t *testing.T) {
-	fsPath, manifest := smallFixture(t)
-	fs := open(t, fsPath)
+	manifest, fsPath := testdb.SmallFixture(t)
+	fs := Open(t, fsPath)
 	head := manifest.Head
 
 	for _, tc := range []struct {
@@ -101,7 +96,7 @@ func TestClusterServesFileStorage(t *testing.T) {
 			if c.Head != head.String() {
 				t.Fatalf("cluster head %s, FileStorage head %s", c.Head, manifest.Head)
 			}
-			neo := open(t, c.ZURL())
+			neo := Open(t, c.ZURL())
 			if neo.Head() != head {
 				t.Fatalf("client head %s, want %s", neo.Head(), head)
 			}
@@ -115,7 +110,7 @@ func TestClusterServesFileStorage(t *testing.T) {
 // A cluster goes away (clean stop, crash) and comes back on the same
 // addresses; at the end every process it started is gone.
 func TestClusterRestart(t *testing.T) {
-	fsPath, _ := smallFixture(t)
+	_, fsPath := testdb.SmallFixture(t)
 	var pids []int
 	t.Run("cluster", func(t *testing.T) {
 		c := Start(t, fsPath, Options{})
@@ -126,7 +121,7 @@ func TestClusterRestart(t *testing.T) {
 			if err := takeAway(); err != nil {
 				t.Fatal(err)
 			}
-			if alive(pid) {
+			if testproc.Alive(pid) {
 				t.Fatalf("round %d: pid %d alive after the cluster was taken away", i, pid)
 			}
 			if conn, err := net.DialTimeout("tcp", maddr, time.Second); err == nil {
@@ -140,7 +135,7 @@ func TestClusterRestart(t *testing.T) {
 				t.Fatalf("master moved from %s to %s", maddr, c.MasterAddr)
 			}
 			// a fresh client reads from the restarted cluster
-			stor := open(t, c.ZURL())
+			stor := Open(t, c.ZURL())
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			_, _, err := stor.Load(ctx, zodb.Xid{Oid: 0, At: stor.Head()})
 			cancel()
@@ -151,7 +146,7 @@ func TestClusterRestart(t *testing.T) {
 		pids = append(pids, c.PID())
 	})
 	for _, pid := range pids {
-		if alive(pid) {
+		if testproc.Alive(pid) {
 			t.Errorf("cluster pid %d left running", pid)
 		}
 	}

@@ -10,13 +10,15 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // generated holds the databases Gen made in this process.
 var generated struct {
 	mu    sync.Mutex
-	dir   string            // temporary directory, removed by RemoveGenerated
-	paths map[string]string // gen arguments -> database
+	dir   string            // mu; temporary directory, removed by RemoveGenerated
+	paths map[string]string // mu; gen arguments -> database
 }
 
 // Gen returns a FileStorage made by `python -m ztestdb gen PATH ARGS...`
@@ -62,19 +64,10 @@ func RemoveGenerated() {
 	}
 }
 
-// EnvOr returns the value of environment variable name, or def when it is
-// unset or empty (benchmark sizes: $WCFS_BENCH_SIZE, ...).
-func EnvOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
 // BenchFS returns the FileStorage of the mount benchmarks (server, client):
 // one ZBigFile root["zf0"] of $WCFS_BENCH_SIZE (512M by default) in 2 MiB
 // ZBlk0 blocks, made once per test process by genuine ZODB.
 func BenchFS(tb testing.TB) string {
 	tb.Helper()
-	return Gen(tb, "--files=1", "--size="+EnvOr("WCFS_BENCH_SIZE", "512M"), "--blksize=2M", "--fmt=ZBlk0")
+	return Gen(tb, "--files=1", "--size="+testenv.Getenv("WCFS_BENCH_SIZE", "512M"), "--blksize=2M", "--fmt=ZBlk0")
 }

@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // Name is the login of the test user.
@@ -34,9 +36,7 @@ const Name = "wcfs-test"
 // not exist. It skips the test unless it runs as root.
 func Get(t testing.TB) (uid, gid int) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (to act as a second user)")
-	}
+	testenv.NeedRoot(t, "to act as a second user")
 	var lastErr error
 	for try := 0; try < 20; try++ {
 		if u, err := user.Lookup(Name); err == nil {

@@ -26,7 +26,6 @@
 package wcfstest
 
 import (
-	"bytes"
 	"errors"
 	"flag"
 	"fmt"
@@ -45,6 +44,9 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/internal/testenv"
+	"wendelin.dev/wcfs/gocore/internal/testproc"
 )
 
 // Timeouts (generous: servers built with -race start slowly on 2 cores).
@@ -85,27 +87,18 @@ func buildOnce() {
 			build.bin = bin
 			return
 		}
-		root, err := repoRoot()
-		if err != nil {
-			build.err = err
-			return
-		}
 		sweepStale()
 		build.dir, build.err = os.MkdirTemp("", fmt.Sprintf("wcfstest-bin-%d-", os.Getpid()))
 		if build.err != nil {
 			return
 		}
 		build.bin = filepath.Join(build.dir, "wcfs")
-		args := []string{"build", "-o", build.bin}
+		var flags []string
 		if raceEnabled {
-			args = append(args, "-race")
+			flags = append(flags, "-race")
 		}
-		args = append(args, "./gocore/cmd/wcfs")
-		cmd := exec.Command("go", args...)
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			build.err = fmt.Errorf("wcfstest: go %s: %w\n%s", strings.Join(args, " "), err, out)
+		if err := testenv.GoBuild(build.bin, "./gocore/cmd/wcfs", flags...); err != nil {
+			build.err = fmt.Errorf("wcfstest: %w", err)
 		}
 	})
 }
@@ -141,7 +134,7 @@ func sweepStale() {
 		for _, path := range paths {
 			pidStr, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(path), "wcfstest-"+kind+"-"), "-")
 			pid, err := strconv.Atoi(pidStr)
-			if err != nil || pid == os.Getpid() || ProcessAlive(pid) {
+			if err != nil || pid == os.Getpid() || testproc.Alive(pid) {
 				continue
 			}
 			switch {
@@ -151,24 +144,6 @@ func sweepStale() {
 				os.Remove(path) // an empty directory only
 			}
 		}
-	}
-}
-
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
-			bytes.HasPrefix(data, []byte("module wendelin.dev/wcfs\n")) {
-			return dir, nil
-		}
-		up := filepath.Dir(dir)
-		if up == dir {
-			return "", errors.New("wcfstest: repository root not found above the working directory")
-		}
-		dir = up
 	}
 }
 
@@ -561,15 +536,4 @@ func MountEntry(mnt string) (source, fstype string, ok bool) {
 	}
 	mi := infos[len(infos)-1]
 	return mi.Source, mi.FSType, true
-}
-
-// ProcessAlive tells whether pid exists and is not a zombie.
-func ProcessAlive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// state is the field after "(comm)"
-	i := bytes.LastIndexByte(data, ')')
-	return i >= 0 && i+2 < len(data) && data[i+2] != 'Z'
 }

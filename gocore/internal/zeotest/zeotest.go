@@ -14,60 +14,38 @@
 //
 // Outages: Stop, Kill and Pause/Resume take the server away in the three ways
 // a real one goes (clean shutdown, crash, hang); Restart brings it back on the
-// same port, over the same FileStorage, so that clients can reconnect.
+// same port, over the same FileStorage, so that clients can reconnect (the
+// methods of testproc.Service).
 //
-// The venv is found as the directory of $WCFS_PYTHON, else <repo>/.venv/bin;
-// tests skip with a message saying how to create it when runzeo is absent.
+// runzeo is the venv's (package testenv: beside $WCFS_PYTHON, else in
+// <repo>/.venv/bin); tests skip with a message saying how to create it when
+// it is absent.
 package zeotest
 
 import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"wendelin.dev/wcfs/gocore/internal/zeotest/testproc"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
+	"wendelin.dev/wcfs/gocore/internal/testproc"
 )
 
-// RepoDir returns the repository's top directory (found from this source
-// file, so it works from any package's test binary).
-func RepoDir() string {
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		panic("zeotest: cannot locate own source file")
-	}
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
-}
-
-// VenvBin returns the path of a program of the project's venv: beside
-// $WCFS_PYTHON if set, else in <repo>/.venv/bin.
-func VenvBin(name string) string {
-	if py := os.Getenv("WCFS_PYTHON"); py != "" {
-		return filepath.Join(filepath.Dir(py), name)
-	}
-	return filepath.Join(RepoDir(), ".venv", "bin", name)
-}
-
-// Runzeo returns the path of runzeo, or skips t with a clear message when the
-// venv does not have it.
+// Runzeo returns the path of the venv's runzeo, or skips t with a clear
+// message when the venv does not have it.
 func Runzeo(t testing.TB) string {
 	t.Helper()
-	path := VenvBin("runzeo")
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("genuine ZEO server not available: %v (create the venv with `make deps-venv`, or set $WCFS_PYTHON)", err)
-	}
-	return path
+	return testenv.VenvBin(t, "runzeo")
 }
 
 // Server is a genuine ZEO server serving one FileStorage on 127.0.0.1.
 //
 // The embedded Service takes it away (Stop, Kill, Pause/Resume) and brings it
-// back (Start) on the same address.
+// back (Restart) on the same address; its Log is the running process's.
 type Server struct {
 	*testproc.Service
 
@@ -120,18 +98,3 @@ func newServer(runzeo, fsPath, addr string) *Server {
 
 // ZURL returns the zurl of the server (zeo://127.0.0.1:PORT).
 func (s *Server) ZURL() string { return "zeo://" + s.Addr }
-
-// Log returns what the current server process logged ("" while stopped).
-func (s *Server) Log() string {
-	if p := s.Proc(); p != nil {
-		return p.Log()
-	}
-	return ""
-}
-
-// Restart starts the server again on the same address after Stop or Kill.
-func (s *Server) Restart() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	return s.Start(ctx)
-}

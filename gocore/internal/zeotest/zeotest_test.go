@@ -9,8 +9,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	_ "lab.nexedi.com/kirr/neo/go/zodb/storage/zeo"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testproc"
 )
 
 // openHead opens zurl read-only and returns its head as seen by neo/go's
@@ -34,27 +33,19 @@ func openHead(ctx context.Context, zurl string) (string, error) {
 	return stor.Head().String(), nil
 }
 
-func alive(pid int) bool {
-	return syscall.Kill(pid, 0) == nil
-}
-
 // A genuine ZEO server comes up, serves the FileStorage behind it, goes away
 // in the three ways a real one does, comes back on the same port and is
 // gone, by PID, at the end.
 func TestServerLifecycle(t *testing.T) {
-	dir := testdb.SharedZODB(t)
-	manifest, err := testdb.LoadManifest(filepath.Join(dir, "small.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	fs := testdb.CopyFS(t, filepath.Join(dir, "small.fs"))
+	manifest, small := testdb.SmallFixture(t)
+	fs := testdb.CopyFS(t, small)
 
 	var pid int
 	t.Run("server", func(t *testing.T) {
 		pid = testServerLifecycle(t, fs, manifest)
 	})
 	// the subtest's cleanup stopped the server
-	if pid != 0 && alive(pid) {
+	if pid != 0 && testproc.Alive(pid) {
 		t.Errorf("runzeo pid %d left running after cleanup", pid)
 	}
 }
@@ -104,7 +95,7 @@ func testServerLifecycle(t *testing.T, fs string, manifest *testdb.Manifest) int
 	if err := z.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid) {
+	if testproc.Alive(pid) {
 		t.Fatalf("pid %d still alive after Stop", pid)
 	}
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
@@ -124,7 +115,7 @@ func testServerLifecycle(t *testing.T, fs string, manifest *testdb.Manifest) int
 	if err := z.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if alive(pid) {
+	if testproc.Alive(pid) {
 		t.Fatalf("pid %d still alive after Kill", pid)
 	}
 	if err := z.Restart(); err != nil {

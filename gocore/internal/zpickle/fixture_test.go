@@ -24,11 +24,12 @@ import (
 	_ "lab.nexedi.com/kirr/neo/go/zodb/storage/fs1"
 
 	"wendelin.dev/wcfs/gocore/internal/testdb"
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // fixtures returns the paths of the fixture databases, or skips.
 func fixtures(t *testing.T) []string {
-	dir := testdb.SharedZODB(t)
+	dir := testenv.SharedZODB(t)
 	paths, _ := filepath.Glob(filepath.Join(dir, "upstream", "*.fs"))
 	return append(paths, filepath.Join(dir, "small.fs"))
 }

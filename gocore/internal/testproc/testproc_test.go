@@ -7,10 +7,14 @@ package testproc
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func sh(script string, ready string) Spec {
@@ -20,8 +24,6 @@ func sh(script string, ready string) Spec {
 	}
 	return s
 }
-
-func gone(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }
 
 func TestReadyAndStop(t *testing.T) {
 	p, err := Start(context.Background(), sh("echo noise; echo up; exec sleep 60", "up"))
@@ -38,7 +40,7 @@ func TestReadyAndStop(t *testing.T) {
 	if err := p.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if !gone(p.PID()) {
+	if Alive(p.PID()) {
 		t.Fatalf("pid %d still there", p.PID())
 	}
 	if !strings.Contains(p.Log(), "noise\nup\n") {
@@ -69,7 +71,7 @@ func TestNotReadyInTime(t *testing.T) {
 	for _, c := range pid {
 		n = n*10 + int(c-'0')
 	}
-	if n == 0 || !gone(n) {
+	if n == 0 || Alive(n) {
 		t.Fatalf("child %q left running", pid)
 	}
 }
@@ -83,30 +85,69 @@ func TestStopEscalatesToKill(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "did not exit") {
 		t.Fatalf("error %v: want 'did not exit ... killed'", err)
 	}
-	if !gone(p.PID()) {
+	if Alive(p.PID()) {
 		t.Fatalf("pid %d still there", p.PID())
 	}
 }
 
+// A service comes back after a crash (Restart), its log that of the process
+// running now.
 func TestServiceRestart(t *testing.T) {
-	s := NewService(sh("echo up; exec sleep 60", "up"))
+	s := NewService(sh("echo pid $$; echo up; exec sleep 60", "up"))
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
-		if err := s.Start(ctx); err != nil {
+		start := func() error { return s.Start(ctx) }
+		if i > 0 {
+			start = s.Restart
+		}
+		if err := start(); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Start(ctx); err == nil {
 			t.Fatal("second Start of a running service succeeded")
 		}
 		pid := s.PID()
+		if want := fmt.Sprintf("pid %d\nup\n", pid); s.Log() != want {
+			t.Errorf("start %d: log %q, want %q", i, s.Log(), want)
+		}
 		if err := s.Kill(); err != nil {
 			t.Fatal(err)
 		}
-		if !gone(pid) || s.PID() != 0 {
+		if Alive(pid) || s.PID() != 0 {
 			t.Fatalf("pid %d after Kill", pid)
+		}
+		if s.Log() != "" {
+			t.Errorf("log of a stopped service: %q", s.Log())
 		}
 	}
 	if err := s.Pause(); err == nil {
 		t.Fatal("Pause of a stopped service succeeded")
+	}
+}
+
+// Alive: this process is, a child that exited is not, before it is reaped
+// (a zombie) and after.
+func TestAlive(t *testing.T) {
+	if !Alive(os.Getpid()) {
+		t.Fatal("this process is not alive")
+	}
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	var info unix.Siginfo
+	// wait for the exit without reaping: the child stays a zombie
+	if err := unix.Waitid(unix.P_PID, pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
+	if Alive(pid) {
+		t.Errorf("zombie %d is alive", pid)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if Alive(pid) {
+		t.Errorf("reaped %d is alive", pid)
 	}
 }

@@ -3,7 +3,7 @@
 // under the terms of the GNU General Public License version 3, or (at your
 // option) any later version, as published by the Free Software Foundation.
 
-package neotest
+package e2e
 
 // The data path over distributed storage through the mount: a real wcfs
 // server (subprocess, real FUSE mount) serving zeo:// (genuine ZEO server),
@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sys/unix"
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/internal/neotest"
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 	"wendelin.dev/wcfs/gocore/internal/zeotest"
@@ -78,18 +79,18 @@ func checkAllRevisions(t *testing.T, srv *wcfstest.Server, m *testdb.Manifest) {
 // `wcfs neo://...` and `wcfs neos://...` serve the FileStorage behind the
 // cluster: every file, at head and at every revision.
 func TestServeNEO(t *testing.T) {
-	fsPath, m := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	for _, tc := range []struct {
 		name string
-		opt  Options
+		opt  neotest.Options
 		all  bool // every revision, else head and the first revision with files
 	}{
-		{"neo", Options{}, true},
-		{"neos", Options{TLS: true}, false}, // the same data path, over TLS
+		{"neo", neotest.Options{}, true},
+		{"neos", neotest.Options{TLS: true}, false}, // the same data path, over TLS
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c := Start(t, fsPath, tc.opt)
+			c := neotest.Start(t, fsPath, tc.opt)
 			srv := wcfstest.Start(t, c.ZURL())
 			if got := readString(t, srv.Path(".wcfs", "zurl")); got != c.ZURL() {
 				t.Errorf(".wcfs/zurl = %q, want %q", got, c.ZURL())
@@ -462,7 +463,7 @@ func readBounded(t *testing.T, path string, bound time.Duration) ([]byte, error)
 // when the storage is back the server exits non-zero with a message naming
 // the storage (log and sd_notify STATUS=), leaving no mount.
 func TestStorageOutage(t *testing.T) {
-	fsPath, m := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	head := m.Last()
 	cachedF, otherF := head.Files["zf0"], head.Files["zf64k"]
 
@@ -476,7 +477,7 @@ func TestStorageOutage(t *testing.T) {
 				z := zeotest.Start(t, testdb.CopyFS(t, fsPath))
 				stor, addr = z, z.Addr
 			case "neo":
-				c := Start(t, fsPath, Options{})
+				c := neotest.Start(t, fsPath, neotest.Options{})
 				stor, addr = c, c.MasterAddr
 			}
 			srv := wcfstest.Start(t, stor.ZURL(), "-zstor.timeout="+zstorTimeout.String())
@@ -546,7 +547,7 @@ func TestStorageOutage(t *testing.T) {
 // A storage that hangs (SIGSTOP) makes reads that need it fail with EIO
 // within -zstor.timeout, not hang; cached data stays right.
 func TestStorageHang(t *testing.T) {
-	fsPath, m := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	head := m.Last()
 	for _, kind := range []string{"zeo", "neo"} {
 		t.Run(kind, func(t *testing.T) {
@@ -555,7 +556,7 @@ func TestStorageHang(t *testing.T) {
 			if kind == "zeo" {
 				stor = zeotest.Start(t, testdb.CopyFS(t, fsPath))
 			} else {
-				stor = Start(t, fsPath, Options{})
+				stor = neotest.Start(t, fsPath, neotest.Options{})
 			}
 			srv := wcfstest.Start(t, stor.ZURL(), "-zstor.timeout="+zstorTimeout.String())
 			cachedF, otherF := head.Files["zf0"], head.Files["zf64k"]

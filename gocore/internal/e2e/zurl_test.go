@@ -3,13 +3,15 @@
 // under the terms of the GNU General Public License version 3, or (at your
 // option) any later version, as published by the Free Software Foundation.
 
-package neotest
+package e2e
 
 import (
 	"fmt"
 	"net/url"
 	"testing"
 
+	"wendelin.dev/wcfs/gocore/internal/neotest"
+	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/zurl"
 )
 
@@ -17,8 +19,8 @@ import (
 // clients may produce map to one mountpoint, and every spelling neo/go
 // accepts really opens that cluster; another cluster or master does not.
 func TestSpellingsOfOneClusterShareAMountpoint(t *testing.T) {
-	fsPath, _ := smallFixture(t)
-	c := Start(t, fsPath, Options{Name: "prod", TLS: true})
+	_, fsPath := testdb.SmallFixture(t)
+	c := neotest.Start(t, fsPath, neotest.Options{Name: "prod", TLS: true})
 	m := c.MasterAddr
 	other := "127.0.0.1:1" // a second master (down); sorts before 127.0.0.1:<port>
 	q := url.QueryEscape
@@ -46,7 +48,7 @@ func TestSpellingsOfOneClusterShareAMountpoint(t *testing.T) {
 		if got := z.Mountpoint(); got != want {
 			t.Errorf("%s\n\tnormalizes to %s\n\tmountpoint %s, want %s", s, z.Normalized(), got, want)
 		}
-		stor := open(t, s)
+		stor := neotest.Open(t, s)
 		if stor.Head().String() != c.Head {
 			t.Errorf("%s: head %s, want %s", s, stor.Head(), c.Head)
 		}
@@ -60,7 +62,7 @@ func TestSpellingsOfOneClusterShareAMountpoint(t *testing.T) {
 	if mpA != mpB {
 		t.Errorf("masters reordered: %s != %s", mpA, mpB)
 	}
-	open(t, fmt.Sprintf("neos://prod@%s,%s?ca=%s&cert=%s&key=%s", m, other, ca, cert, key))
+	neotest.Open(t, fmt.Sprintf("neos://prod@%s,%s?ca=%s&cert=%s&key=%s", m, other, ca, cert, key))
 
 	// what designates another storage gets another mountpoint
 	for _, z := range []string{

@@ -3,7 +3,7 @@
 // under the terms of the GNU General Public License version 3, or (at your
 // option) any later version, as published by the Free Software Foundation.
 
-package neotest
+package e2e
 
 // The data path over distributed storage at the data-layer level: zdata reads
 // the same ZBigFile bytes through zeo:// (a genuine ZEO server), neo:// and
@@ -20,6 +20,7 @@ import (
 
 	"lab.nexedi.com/kirr/neo/go/zodb"
 
+	"wendelin.dev/wcfs/gocore/internal/neotest"
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/zeotest"
 	"wendelin.dev/wcfs/gocore/zdata"
@@ -109,7 +110,7 @@ func readFile(ctx context.Context, zc *zdata.ZConn, oid zodb.Oid) (fileRead, err
 }
 
 func TestDataLayerSameBytes(t *testing.T) {
-	fixture, m := smallFixture(t)
+	m, fixture := testdb.SmallFixture(t)
 
 	// the reference: the FileStorage itself, checked against the manifest
 	want := readAll(t, "file://"+fixture, m)
@@ -127,10 +128,10 @@ func TestDataLayerSameBytes(t *testing.T) {
 			return zeotest.Start(t, testdb.CopyFS(t, fixture)).ZURL()
 		},
 		"neo": func(t *testing.T) string {
-			return Start(t, fixture, Options{}).ZURL()
+			return neotest.Start(t, fixture, neotest.Options{}).ZURL()
 		},
 		"neos": func(t *testing.T) string {
-			return Start(t, fixture, Options{TLS: true}).ZURL()
+			return neotest.Start(t, fixture, neotest.Options{TLS: true}).ZURL()
 		},
 	}
 	for name, serve := range zurls {

@@ -3,7 +3,7 @@
 // under the terms of the GNU General Public License version 3, or (at your
 // option) any later version, as published by the Free Software Foundation.
 
-package neotest
+package e2e
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"wendelin.dev/wcfs/gocore/internal/neotest"
 	"wendelin.dev/wcfs/gocore/internal/testdb"
 	"wendelin.dev/wcfs/gocore/internal/wcfstest"
 	"wendelin.dev/wcfs/gocore/zdata"
@@ -72,7 +73,7 @@ func benchFixture(b *testing.B) (string, *testdb.FileState) {
 func BenchmarkColdReadNEO(b *testing.B) {
 	quietGlog(b)
 	fsPath, file := benchFixture(b)
-	c := Start(b, fsPath, Options{})
+	c := neotest.Start(b, fsPath, neotest.Options{})
 
 	b.Run("interleaved", func(b *testing.B) {
 		b.StopTimer() // each way times itself

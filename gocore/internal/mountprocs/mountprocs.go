@@ -3,7 +3,7 @@
 // under the terms of the GNU General Public License version 3, or (at your
 // option) any later version, as published by the Free Software Foundation.
 
-// Package procfs finds the processes that use a mount, from /proc only: for
+// Package mountprocs finds the processes that use a mount, from /proc only: for
 // the gateway's diagnostics of a busy or hung server (unmount refused,
 // StuckDump) and for the server's own report when an unmount finds its
 // mount busy.
@@ -15,7 +15,7 @@
 // (the directory under the mount, a mount stacked on it) is not counted;
 // cwd, root and exe are /proc/PID links matched by path (their mount is not
 // in /proc without a stat, which would touch the mount).
-package procfs
+package mountprocs
 
 import (
 	"os"

@@ -3,7 +3,7 @@
 // under the terms of the GNU General Public License version 3, or (at your
 // option) any later version, as published by the Free Software Foundation.
 
-package neotest
+package e2e
 
 import (
 	"context"
@@ -27,7 +27,7 @@ import (
 // that has to start a server fails with an error naming the storage and why,
 // leaving nothing behind.
 func TestGatewayAfterStorageOutage(t *testing.T) {
-	fsPath, m := smallFixture(t)
+	m, fsPath := testdb.SmallFixture(t)
 	f := m.Last().Files["zf0"]
 	zeo := zeotest.Start(t, testdb.CopyFS(t, fsPath))
 	zurl := zeo.ZURL()

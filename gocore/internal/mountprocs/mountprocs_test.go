@@ -3,7 +3,7 @@
 // under the terms of the GNU General Public License version 3, or (at your
 // option) any later version, as published by the Free Software Foundation.
 
-package procfs
+package mountprocs
 
 import (
 	"os"
@@ -15,15 +15,15 @@ import (
 
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
+
+	"wendelin.dev/wcfs/gocore/internal/testenv"
 )
 
 // The users of a real mount (a tmpfs): an open file, a mapping and a cwd are
 // found; a file at the same path under the mount (opened before mounting)
 // is not.
 func TestMountUsers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (mounts a tmpfs)")
-	}
+	testenv.NeedRoot(t, "mounts a tmpfs")
 	mnt := filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)

@@ -17,10 +17,16 @@
 // sees it), a bounded wait, then SIGKILL. Kill, Pause and Resume simulate
 // outages. Every method is safe to call more than once and after the child
 // exited on its own.
+//
+// A Service is the server behind a Proc as tests see it: taken away (Stop,
+// Kill, Pause) and brought back (Restart) on the same addresses, its log
+// that of the process running now. zeotest's ZEO server and neotest's NEO
+// cluster are Services.
 package testproc
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -67,10 +73,10 @@ type Proc struct {
 	waitErr error         // valid after exited
 
 	mu        sync.Mutex
-	log       []byte // tail of the output
+	log       []byte // mu; tail of the output
 	readyq    chan struct{}
-	readyLine string // the line that made the child ready
-	ready     bool
+	readyLine string // mu; the line that made the child ready
+	ready     bool   // mu
 }
 
 // Start runs the child and waits until it is ready. On failure nothing is
@@ -287,7 +293,7 @@ type Service struct {
 	Check func(p *Proc) error
 
 	mu   sync.Mutex
-	proc *Proc // nil while stopped
+	proc *Proc // mu; nil while stopped
 }
 
 // NewService returns a stopped service.
@@ -312,6 +318,25 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.proc = p
 	return nil
+}
+
+// RestartTimeout bounds Restart.
+const RestartTimeout = 2 * time.Minute
+
+// Restart starts the service again on the same addresses after Stop or Kill
+// and waits until it is ready (at most RestartTimeout).
+func (s *Service) Restart() error {
+	ctx, cancel := context.WithTimeout(context.Background(), RestartTimeout)
+	defer cancel()
+	return s.Start(ctx)
+}
+
+// Log returns what the running process logged so far ("" while stopped).
+func (s *Service) Log() string {
+	if p := s.Proc(); p != nil {
+		return p.Log()
+	}
+	return ""
 }
 
 // Proc returns the running process, nil while stopped.
@@ -367,6 +392,18 @@ func (s *Service) running(f func(*Proc) error) error {
 		return fmt.Errorf("%s: not running", s.spec.Name)
 	}
 	return f(p)
+}
+
+// Alive tells whether process pid exists and is not a zombie (any process,
+// not only a Proc: a server a test spawned by other means).
+func Alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// the state is the field after "(comm)"
+	i := bytes.LastIndexByte(data, ')')
+	return i >= 0 && i+2 < len(data) && data[i+2] != 'Z'
 }
 
 // FreeAddrs returns n distinct 127.0.0.1 addresses whose ports were free a
