@@ -20,6 +20,7 @@ import errno
 import os
 import signal
 import sys
+import time
 import types
 
 import pytest
@@ -61,6 +62,36 @@ def server_pids(mntpt):
         if argv and argv[-1] == os.fsencode(mntpt) and state != "Z":
             pids.append(int(d))
     return pids
+
+
+def suspend(pid, timeout=60):
+    """suspend SIGSTOPs process pid and returns once all its threads
+    stopped. kill(2) returning is not enough: the kernel gives the signal to
+    one thread, the others stop only after that one ran, and meanwhile a
+    multi-threaded server (a Go FUSE server) can still answer a request --
+    a "hung server" test is then flaky on a loaded machine. timeout only
+    keeps a broken test from hanging."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while True:
+        running = []
+        try:
+            tids = os.listdir("/proc/%d/task" % pid)
+        except FileNotFoundError:
+            return  # gone
+        for tid in tids:
+            try:
+                with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue  # exited meanwhile
+            if state not in ("T", "t", "Z", "X", "x"):
+                running.append(tid)
+        if not running:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("pid %d: threads %s still run %ss after SIGSTOP" % (pid, running, timeout))
+        time.sleep(0.001)
 
 
 def cleanup_zurl(zurl):

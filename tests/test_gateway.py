@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import server_pids
+from conftest import server_pids, suspend
 
 from wendelin import wcfs
 
@@ -288,7 +288,7 @@ def test_stop_hung_server(wcfs_db):
     srv = wcfs.start(zurl)
     wc = wcfs.join(zurl, autostart=False)
     f = wc._open(bigfile(wcfs_db))
-    os.kill(srv._proc.pid, signal.SIGSTOP)
+    suspend(srv._proc.pid)
     abort = srv._fuseabort
     assert abort is not None
 
@@ -332,7 +332,7 @@ def test_close_on_hung_server(wcfs_db, caplog):
     try:
         wc = wcfs.join(zurl, autostart=False)
         f = wc._open(bigfile(wcfs_db))
-        os.kill(srv._proc.pid, signal.SIGSTOP)
+        suspend(srv._proc.pid)
         try:
             fclosed, wclosed = threading.Event(), threading.Event()
 

@@ -28,6 +28,7 @@ import (
 
 	"wendelin.dev/wcfs/gocore/internal/startlock"
 	"wendelin.dev/wcfs/gocore/internal/testenv"
+	"wendelin.dev/wcfs/gocore/internal/testproc"
 )
 
 // tlogWriter sends the gateway's log to the test log.
@@ -646,19 +647,11 @@ func TestJoinAfterCrash(t *testing.T) {
 	srv.stopLocked(context.Background()) // releases; nothing left to do
 }
 
-// stopProcess SIGSTOPs pid and waits until it is stopped.
+// stopProcess SIGSTOPs pid and waits until all its threads stopped.
 func stopProcess(t *testing.T, pid int) {
 	t.Helper()
-	syscall.Kill(pid, syscall.SIGSTOP)
-	for i := 0; ; i++ {
-		p, _ := procfs.NewProc(pid)
-		if st, err := p.NewStat(); err == nil && st.State == "T" {
-			return
-		}
-		if i > 1000 {
-			t.Fatalf("pid %d does not stop", pid)
-		}
-		time.Sleep(time.Millisecond)
+	if err := testproc.Suspend(pid); err != nil {
+		t.Fatal(err)
 	}
 }
 

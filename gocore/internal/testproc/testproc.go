@@ -228,8 +228,14 @@ func (p *Proc) signal(sig syscall.Signal) error {
 }
 
 // Pause stops the child with SIGSTOP: it keeps its sockets open but
-// answers nothing (a hung server).
-func (p *Proc) Pause() error { return p.signal(syscall.SIGSTOP) }
+// answers nothing (a hung server). It returns once every thread of the
+// child stopped (see Suspend).
+func (p *Proc) Pause() error {
+	if err := p.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	return WaitStopped(p.PID(), suspendTimeout)
+}
 
 // Resume continues a paused child with SIGCONT.
 func (p *Proc) Resume() error { return p.signal(syscall.SIGCONT) }
@@ -404,6 +410,72 @@ func Alive(pid int) bool {
 	// the state is the field after "(comm)"
 	i := bytes.LastIndexByte(data, ')')
 	return i >= 0 && i+2 < len(data) && data[i+2] != 'Z'
+}
+
+// suspendTimeout bounds the wait for a SIGSTOPped process to stop: far
+// beyond any scheduling delay, it only keeps a broken test from hanging.
+const suspendTimeout = 60 * time.Second
+
+// Suspend SIGSTOPs process pid (any process, not only a Proc) and returns
+// once all its threads stopped.
+//
+// kill(2) returning is not enough: the kernel gives a process-wide SIGSTOP
+// to one thread, and the other threads stop only once that one ran and
+// started the group stop. Until then a multi-threaded server (every Go
+// program, a FUSE server with its reader threads) can still take a request
+// and answer it, which makes a test of a "hung" server flaky on a loaded
+// machine.
+func Suspend(pid int) error {
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("suspend pid %d: %w", pid, err)
+	}
+	return WaitStopped(pid, suspendTimeout)
+}
+
+// WaitStopped waits until every thread of process pid is stopped (state T
+// or t), a zombie, or gone, for at most timeout.
+func WaitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		running, err := runningThreads(pid)
+		if err != nil || running == 0 {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d: %d thread(s) still running %s after SIGSTOP", pid, running, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// runningThreads counts the threads of pid that are neither stopped nor
+// dead; a process that is gone has none.
+func runningThreads(pid int) (int, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, t := range tasks {
+		data, err := os.ReadFile(dir + "/" + t.Name() + "/stat")
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 || i+2 >= len(data) {
+			return 0, fmt.Errorf("%s/%s/stat: no state in %q", dir, t.Name(), data)
+		}
+		switch data[i+2] {
+		case 'T', 't', 'Z', 'X', 'x':
+		default:
+			n++
+		}
+	}
+	return n, nil
 }
 
 // FreeAddrs returns n distinct 127.0.0.1 addresses whose ports were free a

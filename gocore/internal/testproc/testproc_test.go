@@ -6,6 +6,7 @@
 package testproc
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -149,5 +150,41 @@ func TestAlive(t *testing.T) {
 	}
 	if Alive(pid) {
 		t.Errorf("reaped %d is alive", pid)
+	}
+}
+
+// Suspend returns once every thread of a busy multi-threaded process
+// stopped: none runs any more, and the process's CPU time stays still.
+func TestSuspendStopsEveryThread(t *testing.T) {
+	script := "import threading\n" +
+		"def spin():\n" +
+		"    while True: pass\n" +
+		"for _ in range(4): threading.Thread(target=spin, daemon=True).start()\n" +
+		"print('up', flush=True)\n" +
+		"threading.Event().wait()\n"
+	p, err := Start(context.Background(), Spec{Name: "spinner", Path: "python3", Args: []string{"-c", script},
+		Ready: func(line string) bool { return line == "up" }})
+	if err != nil {
+		t.Skipf("python3: %v", err)
+	}
+	defer p.Stop()
+	if err := Suspend(p.PID()); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := runningThreads(p.PID()); err != nil || n != 0 {
+		t.Fatalf("after Suspend: %d thread(s) running (%v)", n, err)
+	}
+	cpu := func() string {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
+		return f[11] + "+" + f[12] // utime, stime
+	}
+	before := cpu()
+	time.Sleep(100 * time.Millisecond)
+	if after := cpu(); after != before {
+		t.Errorf("CPU time went on after Suspend: %s -> %s", before, after)
 	}
 }
