@@ -7,11 +7,13 @@ through wendelin.wcfs and its command line: relative zurls, descriptors of
 the caller, a lock file of another user, `python -m wcfs serve` leaving
 nothing behind. Real servers, genuine-ZODB databases (ztestdb)."""
 
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -194,3 +196,27 @@ def test_cli_serve_leaves_nothing(wcfs_db, tmp_path, wcfs_leakcheck):
     finally:
         finish(proc)
     no_server(zurl)
+
+
+# ---- a slow start says why while it waits ----
+
+def test_start_progress_is_logged_while_waiting(wcfs_leakcheck, caplog):
+    """A start that waits for a storage that never answers reports its
+    progress ("not ready after ...: opening storage ...") through the "wcfs"
+    logger while the call still runs (from the log thread, not after the
+    call returned in the caller's thread), then fails with the start
+    timeout and leaves nothing behind."""
+    caplog.set_level(logging.INFO, logger="wcfs")
+    with socket.socket() as l:  # accepts connections (backlog), never answers
+        l.bind(("127.0.0.1", 0))
+        l.listen(8)
+        zurl = "zeo://127.0.0.1:%d" % l.getsockname()[1]
+        wcfs_leakcheck(zurl)
+        with pytest.raises(wcfs.WCFSError) as exc:
+            wcfs.start(zurl, timeout=3)
+    assert "not ready within 3s" in str(exc.value) and "opening storage" in str(exc.value), exc.value
+    progress = [r for r in caplog.records if "not ready after" in r.getMessage()]
+    assert progress, caplog.text
+    assert "opening storage " + zurl in progress[0].getMessage()
+    assert progress[0].thread != threading.get_ident(), \
+        "the progress was emitted by the caller's thread: only once the call had returned"

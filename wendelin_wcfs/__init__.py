@@ -114,19 +114,58 @@ def _goerror(e, cls=WCFSError):
     return cls(msg, errno)
 
 
+_logmu = threading.Lock()  # one drain at a time: records keep their order
+
+
 def _drain_log():
     """_drain_log emits through the "wcfs" logger what the Go side logged."""
     if _forked:
         return
-    js = _gox.pybind_TakeLog()
-    if js:
-        for rec in json.loads(js):
-            log.log(rec["level"], "%s", rec["msg"])
+    with _logmu:
+        js = _gox.pybind_TakeLog()
+        if js:
+            for rec in json.loads(js):
+                log.log(rec["level"], "%s", rec["msg"])
 
 
-def _call(f, *argv, errcls=WCFSError):
-    """_call runs a Go function, then emits its log, converting its error."""
+_LOG_PUMP_EVERY = 0.25  # seconds
+
+
+class _LogPump:
+    """_LogPump, as a context manager, emits what Go logs while a slow call
+    runs (start, the slow path of join, stop, serve), every _LOG_PUMP_EVERY
+    seconds from a thread of its own: a start that takes long says why as it
+    happens ("server pid... not ready after 10s: opening storage ..."), not
+    once it is over. Go calls release the GIL, so the thread runs."""
+
+    def __init__(self):
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wcfs-log", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+
+    def _run(self):
+        while not self._done.wait(_LOG_PUMP_EVERY):
+            try:
+                _drain_log()
+            except Exception:  # noqa: BLE001 (a failing handler must not end the call)
+                log.exception("wcfs: emitting the Go log")
+
+
+def _call(f, *argv, errcls=WCFSError, slow=False):
+    """_call runs a Go function, then emits its log, converting its error.
+    With slow (a call that may take seconds) the log is emitted as it comes
+    (_LogPump)."""
     try:
+        if slow:
+            with _LogPump():
+                return f(*argv)
         return f(*argv)
     except RuntimeError as e:
         if isinstance(e, WCFSError):
@@ -222,7 +261,7 @@ class _GoCtx:
         """call runs the Go function f(*argv, <Go ctx>) as _call does; an
         error after the context was done wraps the context's error."""
         try:
-            return _call(f, *argv, self.go, errcls=errcls or WCFSError)
+            return _call(f, *argv, self.go, errcls=errcls or WCFSError, slow=True)
         except WCFSError as e:
             e._cause = _ctx_err(self.ctx)
             raise
@@ -489,7 +528,7 @@ class Server:
                 hookexc = None
                 while True:
                     try:
-                        ev = _call(run.Next)
+                        ev = _call(run.Next, slow=True)
                     except WCFSError:
                         if hookexc is not None:
                             raise hookexc
@@ -572,7 +611,7 @@ def join(zurl, autostart=_default_autostart_value):  # -> WCFS
             a = _gopy.AutostartEnv  # Go reads it from _environ()
         else:
             a = _gopy.AutostartYes if autostart else _gopy.AutostartNo
-        gowc = _call(_gopy.Join, zurl, a, _environ(), 0)
+        gowc = _call(_gopy.Join, zurl, a, _environ(), 0, slow=True)
     serial, mntpt = gowc.Serial(), gowc.Mountpoint()
     with _wcmu:
         wc = _wcregistry.get(mntpt)
@@ -589,7 +628,7 @@ def start(zurl, *optv, timeout=None):  # -> Server
     returns it once it serves (at most timeout seconds, default
     $WENDELIN_CORE_WCFS_START_TIMEOUT or 60). It raises
     RuntimeError("wcfs: start <zurl>: already running ...") if one runs."""
-    gosrv = _call(_gopy.Start, zurl, json.dumps(list(optv)), _environ(), timeout or 0)
+    gosrv = _call(_gopy.Start, zurl, json.dumps(list(optv)), _environ(), timeout or 0, slow=True)
     return Server(gosrv)
 
 
@@ -604,11 +643,11 @@ def serve(zurl, optv, exec_=False, _tstartingq=None):
         sys.stderr.flush()
     run = _call(_gopy.ServeAsync, zurl, json.dumps(list(optv)), _environ(), bool(exec_))
     try:
-        _call(run.WaitStarting)
+        _call(run.WaitStarting, slow=True)
     finally:
         if _tstartingq is not None:
             _tstartingq.close()
-    _call(run.Wait)
+    _call(run.Wait, slow=True)
 
 
 def stop(zurl, ctx=None):
