@@ -114,7 +114,7 @@ def _goerror(e, cls=WCFSError):
     return cls(msg, errno)
 
 
-_logmu = threading.Lock()  # one drain at a time: records keep their order
+_logmu = threading.RLock()  # one drain at a time: records keep their order (a handler may call us)
 
 
 def _drain_log():
