@@ -96,7 +96,8 @@ def suspend(pid, timeout=60):
 
 def cleanup_zurl(zurl):
     """cleanup_zurl removes what a server of zurl left (joins of this process,
-    server processes, mounts, the mountpoint, the start lock) and returns a
+    server processes, mounts, the mountpoint, the start lock, the server's
+    log) and returns a
     description of each leftover (empty: nothing was left)."""
     from wendelin import wcfs
 
@@ -118,7 +119,8 @@ def cleanup_zurl(zurl):
             break
         left.append("mount at %s" % mntpt)
         wcfs._fuse_unmount(mntpt, "-z")
-    for path, what in ((mntpt, "mountpoint directory"), (mntpt + ".lock", "start lock")):
+    for path, what in ((mntpt, "mountpoint directory"), (mntpt + ".lock", "start lock"),
+                       (mntpt + ".log", "server log")):
         if os.path.lexists(path):
             left.append("%s %s" % (what, path))
             try:

@@ -220,3 +220,8 @@ def test_start_progress_is_logged_while_waiting(wcfs_leakcheck, caplog):
     assert "opening storage " + zurl in progress[0].getMessage()
     assert progress[0].thread != threading.get_ident(), \
         "the progress was emitted by the caller's thread: only once the call had returned"
+    # the server's log is kept for the diagnosis the error points to
+    logpath = wcfs._mountpoint(zurl) + ".log"
+    with open(logpath) as f:
+        assert "SIGQUIT" in f.read(), "no goroutine dump in " + logpath
+    os.unlink(logpath)
