@@ -52,7 +52,9 @@ def cold(db, oid, argv):
     returns (MB/s, server CPU s, reader CPU s)."""
     warm(db)
     mnt = tempfile.mkdtemp(prefix="wcfs-bench-cold-")
-    p = subprocess.Popen(argv + ["file://" + db, mnt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # -logtostderr: the reference's glog would otherwise leave log files in /tmp
+    p = subprocess.Popen(argv[:1] + ["-logtostderr"] + argv[1:] + ["file://" + db, mnt],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not (mounted(mnt) and os.path.exists(mnt + "/.wcfs/zurl")):
