@@ -143,12 +143,16 @@ class _LogPump:
         self._thread = threading.Thread(target=self._run, name="wcfs-log", daemon=True)
 
     def __enter__(self):
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:  # e.g. at interpreter shutdown (an atexit stop): log after the call
+            self._thread = None
         return self
 
     def __exit__(self, *exc):
         self._done.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def _run(self):
         while not self._done.wait(_LOG_PUMP_EVERY):
