@@ -12,6 +12,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,32 +43,7 @@ func TestStoreSplice(t *testing.T) {
 			if mode == "write" {
 				t.Setenv("WCFS_NO_SPLICE", "1")
 			}
-			mnt := filepath.Join(t.TempDir(), "mnt")
-			if err := os.Mkdir(mnt, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			s, err := server.Open(context.Background(), server.Options{ZURL: zurl.MustParse(db.ZURL()), Mountpoint: mnt})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Mount(); err != nil {
-				t.Fatal(err)
-			}
-			stopped := false
-			stop := func() {
-				if stopped {
-					return
-				}
-				stopped = true
-				if err := s.Unmount(); err != nil {
-					t.Errorf("unmount: %s", err)
-					return
-				}
-				if err := s.Wait(); err != nil {
-					t.Errorf("wait: %s", err)
-				}
-			}
-			t.Cleanup(stop)
+			s, mnt, stop := mountInProcess(t, db, server.Options{})
 
 			path := filepath.Join(mnt, "head", "bigfile", fs.Oid.String())
 			for pass := range 2 {
@@ -135,28 +111,7 @@ func TestPrefetchOption(t *testing.T) {
 		{4 << 20, 1 + 2}, // block 0 and the next 2
 	} {
 		t.Run(fmt.Sprintf("prefetch=%d", tt.prefetch), func(t *testing.T) {
-			mnt := filepath.Join(t.TempDir(), "mnt")
-			if err := os.Mkdir(mnt, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			s, err := server.Open(context.Background(), server.Options{ZURL: zurl.MustParse(db.ZURL()), Mountpoint: mnt, Prefetch: tt.prefetch})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Mount(); err != nil {
-				t.Fatal(err)
-			}
-			stopped := false
-			stop := func() {
-				if !stopped {
-					stopped = true
-					if err := s.Unmount(); err != nil {
-						t.Errorf("unmount: %s", err)
-					}
-					s.Wait()
-				}
-			}
-			t.Cleanup(stop)
+			s, mnt, stop := mountInProcess(t, db, server.Options{Prefetch: tt.prefetch})
 			path := filepath.Join(mnt, "head", "bigfile", foid.String())
 			m := mapFile(t, path, nblk*(2<<20), 2<<20)
 			f, err := os.Open(path)
@@ -194,4 +149,37 @@ func TestPrefetchOption(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mountInProcess serves db in this process (for its Stats) with opt at a
+// new mountpoint; stop (also a cleanup of t) unmounts it and waits for the
+// server's end, once.
+func mountInProcess(t *testing.T, db *testdb.DB, opt server.Options) (s *server.Server, mnt string, stop func()) {
+	t.Helper()
+	mnt = filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opt.ZURL, opt.Mountpoint = zurl.MustParse(db.ZURL()), mnt
+	s, err := server.Open(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Mount(); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			if err := s.Unmount(); err != nil {
+				t.Errorf("unmount: %s", err)
+				return
+			}
+			if err := s.Wait(); err != nil {
+				t.Errorf("wait: %s", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return s, mnt, stop
 }
