@@ -403,13 +403,22 @@ func (s *Service) running(f func(*Proc) error) error {
 // Alive tells whether process pid exists and is not a zombie (any process,
 // not only a Proc: a server a test spawned by other means).
 func Alive(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	state, err := procState(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && state != 'Z'
+}
+
+// procState returns the state letter of a /proc stat file (the field after
+// "(comm)").
+func procState(path string) (byte, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return false
+		return 0, err
 	}
-	// the state is the field after "(comm)"
 	i := bytes.LastIndexByte(data, ')')
-	return i >= 0 && i+2 < len(data) && data[i+2] != 'Z'
+	if i < 0 || i+2 >= len(data) {
+		return 0, fmt.Errorf("%s: no state in %q", path, data)
+	}
+	return data[i+2], nil
 }
 
 // suspendTimeout bounds the wait for a SIGSTOPped process to stop: far
@@ -461,15 +470,14 @@ func runningThreads(pid int) (int, error) {
 	}
 	n := 0
 	for _, t := range tasks {
-		data, err := os.ReadFile(dir + "/" + t.Name() + "/stat")
-		if err != nil {
+		state, err := procState(dir + "/" + t.Name() + "/stat")
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
 			continue // the thread exited meanwhile
 		}
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 || i+2 >= len(data) {
-			return 0, fmt.Errorf("%s/%s/stat: no state in %q", dir, t.Name(), data)
+		if err != nil {
+			return 0, err
 		}
-		switch data[i+2] {
+		switch state {
 		case 'T', 't', 'Z', 'X', 'x':
 		default:
 			n++
